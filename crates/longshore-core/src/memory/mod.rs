@@ -1,0 +1,10 @@
+//! The in-memory adapter: every port, in process, with broker semantics. The embedded default
+//! for examples and tests; nothing survives the process.
+
+mod broker;
+mod inbox;
+mod store;
+
+pub use broker::{MemoryBroker, MemoryConfig, MemoryPublisher, MemorySubscriber};
+pub use inbox::MemoryInbox;
+pub use store::MemoryStore;

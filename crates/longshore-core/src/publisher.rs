@@ -1,0 +1,30 @@
+//! The publishing port.
+
+use async_trait::async_trait;
+
+use crate::capabilities::Capabilities;
+use crate::error::{BatchError, Error};
+use crate::message::Message;
+
+/// Sends messages to topics.
+///
+/// `Ok` means the backend has taken responsibility for the message: a RabbitMQ publisher
+/// confirm, a Kafka delivery report with `acks=all`, a JetStream PubAck, a Postgres commit.
+/// Implementations validate the topic and [`Message::check_limits`] before sending anything.
+#[async_trait]
+pub trait Publisher: Send + Sync {
+    /// Publishes one message and waits for the backend's confirmation.
+    async fn publish(&self, topic: &str, message: Message) -> Result<(), Error>;
+
+    /// Publishes many messages to one topic, keeping their order, with confirmations
+    /// pipelined (never one round trip per message). Messages that were not confirmed come
+    /// back in the [`BatchError`] with their own errors; the rest are confirmed.
+    async fn publish_batch(&self, topic: &str, messages: Vec<Message>) -> Result<(), BatchError>;
+
+    /// Flushes anything buffered and releases the connection. Publishing afterwards fails with
+    /// [`Error::Closed`].
+    async fn close(&self) -> Result<(), Error>;
+
+    /// What this backend can do.
+    fn capabilities(&self) -> Capabilities;
+}

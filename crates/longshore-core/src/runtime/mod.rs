@@ -1,0 +1,9 @@
+//! The broker-neutral consumer runtime.
+
+mod consumer;
+mod handler;
+mod stats;
+
+pub use consumer::{Consumer, ConsumerHandle, UnknownEventPolicy};
+pub use handler::{HandlerContext, HandlerError, HandlerFuture};
+pub use stats::ConsumerStats;

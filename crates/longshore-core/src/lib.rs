@@ -34,6 +34,7 @@ pub mod runtime;
 pub mod store;
 pub mod subscriber;
 pub mod topic;
+pub mod url;
 
 pub use capabilities::Capabilities;
 pub use codec::{Codec, CodecError, JsonCodec};

@@ -257,3 +257,24 @@ macro_rules! __paste_tests {
         }
     };
 }
+
+/// For integration tests that need a live broker: call with the result of a connection
+/// attempt. Under `CI=true` an unreachable broker fails the test loudly; elsewhere the test is
+/// skipped with a printed reason. Returns `None` when the test should return early.
+pub fn require_broker<T, E: std::fmt::Display>(
+    backend: &str,
+    url: &str,
+    attempt: Result<T, E>,
+) -> Option<T> {
+    match attempt {
+        Ok(v) => Some(v),
+        Err(e) => {
+            let url = longshore_core::url::redact_url(url);
+            if std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0") {
+                panic!("{backend} at {url} is required under CI but unreachable: {e}");
+            }
+            eprintln!("SKIPPED: {backend} at {url} is unreachable ({e}); set CI=true to make this a failure");
+            None
+        }
+    }
+}

@@ -19,8 +19,8 @@ impl BrokerFactory for Memory {
     }
 }
 
-async fn broker() -> Memory {
-    Memory(MemoryBroker::default())
+async fn broker() -> Option<Memory> {
+    Some(Memory(MemoryBroker::default()))
 }
 
 struct Store;
@@ -39,8 +39,8 @@ impl StoreFactory for Store {
     }
 }
 
-async fn store() -> Store {
-    Store
+async fn store() -> Option<Store> {
+    Some(Store)
 }
 
 longshore_testkit::broker_conformance!(broker);

@@ -1,0 +1,384 @@
+//! Mapping longshore's topic model onto NATS subjects, consumer filters and durable names.
+//!
+//! - topic `a.b` → subject `<prefix>.a.b` (or `a.b` with an empty prefix);
+//! - pattern words: `*` → `*`; a trailing `#` → two filters, the subject without it and
+//!   `... .>` (`>` needs at least one token, `#` also matches zero words); a `#` elsewhere
+//!   widens the filter to `... .>` from that word on and is matched exactly on the client;
+//! - durable names may not contain `.`: `_` is written `__` and `.` is written `_d`, so the
+//!   mapping is reversible and no two subscription names share a durable.
+
+use longshore_core::topic::matches;
+
+/// Token that starts the subjects longshore uses internally (dead-letter markers). It can
+/// never be a topic word (topics are `[A-Za-z0-9_-]`), so no user subscription matches it.
+pub(crate) const INTERNAL_TOKEN: &str = "$ls";
+
+/// The NATS subject of `topic` under `prefix`.
+pub(crate) fn subject_of(prefix: &str, topic: &str) -> String {
+    if prefix.is_empty() {
+        topic.to_string()
+    } else {
+        format!("{prefix}.{topic}")
+    }
+}
+
+/// The topic of a delivered `subject` (the subject itself when it lacks the prefix).
+pub(crate) fn topic_of<'a>(prefix: &str, subject: &'a str) -> &'a str {
+    if prefix.is_empty() {
+        return subject;
+    }
+    subject
+        .strip_prefix(prefix)
+        .and_then(|rest| rest.strip_prefix('.'))
+        .unwrap_or(subject)
+}
+
+/// Whether a delivered topic is one of longshore's internal subjects, never handed to users.
+pub(crate) fn is_internal(topic: &str) -> bool {
+    topic.split('.').any(|w| w.starts_with('$'))
+}
+
+/// The subject of the dead-letter marker of message `id` (see the publisher's replay logic).
+pub(crate) fn marker_subject(prefix: &str, id: &str) -> String {
+    subject_of(
+        prefix,
+        &format!("dlq.{INTERNAL_TOKEN}.{}", hex(id.as_bytes())),
+    )
+}
+
+fn hex(bytes: &[u8]) -> String {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(DIGITS[usize::from(b >> 4)] as char);
+        s.push(DIGITS[usize::from(b & 15)] as char);
+    }
+    s
+}
+
+/// How a consumer selects its messages.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct FilterPlan {
+    /// Filters sent to the server (one, or several on servers >= 2.10).
+    pub filters: Vec<String>,
+    /// Whether the server-side filter is wider than the patterns, so deliveries must be matched
+    /// on the client (non-matching ones are acked and skipped).
+    pub client_match: bool,
+}
+
+/// NATS filters for one pattern, and whether they are exact.
+fn pattern_filters(prefix: &str, pattern: &str) -> (Vec<String>, bool) {
+    let words: Vec<&str> = pattern.split('.').collect();
+    let mut prefix_words: Vec<&str> = if prefix.is_empty() {
+        Vec::new()
+    } else {
+        prefix.split('.').collect()
+    };
+    match words.iter().position(|w| *w == "#") {
+        None => {
+            prefix_words.extend(words);
+            (vec![prefix_words.join(".")], true)
+        }
+        Some(i) if i == words.len() - 1 => {
+            let head = &words[..i];
+            let mut out = Vec::new();
+            let mut exact = true;
+            let mut with_rest = prefix_words.clone();
+            with_rest.extend(head);
+            if head.is_empty() && prefix_words.is_empty() {
+                // `#` alone without a prefix: every subject.
+                out.push(">".to_string());
+            } else {
+                if !head.is_empty() {
+                    out.push(with_rest.join("."));
+                } else {
+                    // `#` alone under a prefix: topics are never empty, so `<prefix>.>` is exact.
+                }
+                with_rest.push(">");
+                out.push(with_rest.join("."));
+            }
+            if head.is_empty() && prefix_words.is_empty() {
+                exact = true;
+            }
+            (out, exact)
+        }
+        Some(i) => {
+            // `#` in the middle: NATS cannot say it; take everything from there and match on
+            // the client.
+            let mut f = prefix_words.clone();
+            f.extend(&words[..i]);
+            f.push(">");
+            (vec![f.join(".")], false)
+        }
+    }
+}
+
+/// Whether every subject matched by NATS filter `inner` is matched by `outer`.
+pub(crate) fn subsumes(outer: &str, inner: &str) -> bool {
+    let o: Vec<&str> = outer.split('.').collect();
+    let i: Vec<&str> = inner.split('.').collect();
+    for (k, ow) in o.iter().enumerate() {
+        if *ow == ">" {
+            return i.len() > k;
+        }
+        let Some(iw) = i.get(k) else { return false };
+        if *iw == ">" {
+            return false;
+        }
+        if *ow != "*" && (ow != iw || *iw == "*") {
+            return false;
+        }
+    }
+    o.len() == i.len()
+}
+
+/// Whether some subject matches both NATS filters.
+pub(crate) fn collide(a: &str, b: &str) -> bool {
+    let a: Vec<&str> = a.split('.').collect();
+    let b: Vec<&str> = b.split('.').collect();
+    let mut k = 0;
+    loop {
+        match (a.get(k), b.get(k)) {
+            (Some(&">"), Some(_)) | (Some(_), Some(&">")) => return true,
+            (Some(x), Some(y)) => {
+                if *x != "*" && *y != "*" && x != y {
+                    return false;
+                }
+            }
+            (None, None) => return true,
+            _ => return false,
+        }
+        k += 1;
+    }
+}
+
+/// One filter that covers all of `filters`: their longest common literal prefix, then `>`.
+fn widen(prefix: &str, filters: &[String]) -> String {
+    let split: Vec<Vec<&str>> = filters.iter().map(|f| f.split('.').collect()).collect();
+    let min_len = split.iter().map(Vec::len).min().unwrap_or(0);
+    let mut common = Vec::new();
+    // Keep at least one token after the common part for `>`.
+    for k in 0..min_len.saturating_sub(1) {
+        let w = split[0][k];
+        if w == "*" || w == ">" || split.iter().any(|s| s[k] != w) {
+            break;
+        }
+        common.push(w);
+    }
+    if common.is_empty() && !prefix.is_empty() {
+        return format!("{prefix}.>");
+    }
+    common.push(">");
+    common.join(".")
+}
+
+/// The consumer filters for `patterns`. `multi_filter` says whether the server takes several
+/// filter subjects on one consumer (nats-server >= 2.10).
+pub(crate) fn plan(prefix: &str, patterns: &[String], multi_filter: bool) -> FilterPlan {
+    let mut filters: Vec<String> = Vec::new();
+    let mut exact = true;
+    for p in patterns {
+        let (fs, e) = pattern_filters(prefix, p);
+        exact &= e;
+        filters.extend(fs);
+    }
+    filters.sort();
+    filters.dedup();
+    // Drop filters covered by another one.
+    let all = filters.clone();
+    filters.retain(|f| !all.iter().any(|g| g != f && subsumes(g, f)));
+    if filters.len() == 1 {
+        return FilterPlan {
+            filters,
+            client_match: !exact,
+        };
+    }
+    let disjoint = filters
+        .iter()
+        .enumerate()
+        .all(|(i, a)| filters[i + 1..].iter().all(|b| !collide(a, b)));
+    if multi_filter && disjoint {
+        return FilterPlan {
+            filters,
+            client_match: !exact,
+        };
+    }
+    FilterPlan {
+        filters: vec![widen(prefix, &filters)],
+        client_match: true,
+    }
+}
+
+/// Whether `topic` matches any of `patterns` (client-side matching).
+pub(crate) fn matches_any(patterns: &[String], topic: &str) -> bool {
+    patterns.iter().any(|p| matches(p, topic))
+}
+
+/// The durable consumer name of subscription `name` (reversible: see [`subscription_of`]).
+pub(crate) fn durable_of(name: &str) -> String {
+    let mut out = String::with_capacity(name.len() + 8);
+    for c in name.chars() {
+        match c {
+            '_' => out.push_str("__"),
+            '.' => out.push_str("_d"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The subscription name of a durable made by [`durable_of`].
+#[cfg_attr(not(test), allow(dead_code))]
+pub(crate) fn subscription_of(durable: &str) -> Option<String> {
+    let mut out = String::with_capacity(durable.len());
+    let mut chars = durable.chars();
+    while let Some(c) = chars.next() {
+        if c == '_' {
+            match chars.next() {
+                Some('_') => out.push('_'),
+                Some('d') => out.push('.'),
+                _ => return None,
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(v: &[&str]) -> Vec<String> {
+        v.iter().map(|x| x.to_string()).collect()
+    }
+
+    #[test]
+    fn subjects_and_topics() {
+        assert_eq!(subject_of("ls", "a.b"), "ls.a.b");
+        assert_eq!(subject_of("", "a.b"), "a.b");
+        assert_eq!(topic_of("ls", "ls.a.b"), "a.b");
+        assert_eq!(topic_of("", "a.b"), "a.b");
+        assert!(is_internal("dlq.$ls.abcd"));
+        assert!(!is_internal("dlq.x"));
+        assert_eq!(marker_subject("ls", "a.b"), "ls.dlq.$ls.612e62");
+    }
+
+    #[test]
+    fn durable_names_are_reversible() {
+        for name in ["a", "a.b", "a_b", "a__d", "a_d.b", "orders-v1.dlq", "x._y"] {
+            let d = durable_of(name);
+            assert!(!d.contains('.'));
+            assert_eq!(subscription_of(&d).as_deref(), Some(name));
+        }
+        assert_ne!(durable_of("a.b"), durable_of("a_db"));
+        assert_eq!(subscription_of("a_x"), None);
+    }
+
+    #[test]
+    fn single_patterns() {
+        assert_eq!(
+            plan("p", &s(&["a.b"]), false),
+            FilterPlan {
+                filters: s(&["p.a.b"]),
+                client_match: false
+            }
+        );
+        assert_eq!(plan("p", &s(&["a.*"]), false).filters, s(&["p.a.*"]));
+        // `a.#` is `a` or `a.>`: two filters on 2.10, one wider filter on 2.9.
+        assert_eq!(
+            plan("p", &s(&["a.#"]), true),
+            FilterPlan {
+                filters: s(&["p.a", "p.a.>"]),
+                client_match: false
+            }
+        );
+        assert_eq!(
+            plan("p", &s(&["a.#"]), false),
+            FilterPlan {
+                filters: s(&["p.>"]),
+                client_match: true
+            }
+        );
+        assert_eq!(
+            plan("p", &s(&["#"]), false),
+            FilterPlan {
+                filters: s(&["p.>"]),
+                client_match: false
+            }
+        );
+        assert_eq!(plan("", &s(&["#"]), false).filters, s(&[">"]));
+        assert_eq!(
+            plan("p", &s(&["a.#.b"]), true),
+            FilterPlan {
+                filters: s(&["p.a.>"]),
+                client_match: true
+            }
+        );
+    }
+
+    #[test]
+    fn several_patterns() {
+        let pats = s(&["t.orders.*", "t.invoices.#", "t.orders.created"]);
+        let p10 = plan("p", &pats, true);
+        assert_eq!(
+            p10.filters,
+            s(&["p.t.invoices", "p.t.invoices.>", "p.t.orders.*"])
+        );
+        assert!(!p10.client_match);
+        let p9 = plan("p", &pats, false);
+        assert_eq!(p9.filters, s(&["p.t.>"]));
+        assert!(p9.client_match);
+        // Partially overlapping filters are not allowed together on 2.10: widen.
+        let p = plan("p", &s(&["a.*.c", "a.b.*"]), true);
+        assert_eq!(p.filters, s(&["p.a.>"]));
+        assert!(p.client_match);
+    }
+
+    #[test]
+    fn subsumption_and_collision() {
+        assert!(subsumes("a.*", "a.b"));
+        assert!(subsumes("a.>", "a.b.c"));
+        assert!(subsumes("a.>", "a.*"));
+        assert!(!subsumes("a.*", "a.>"));
+        assert!(!subsumes("a.b", "a.*"));
+        assert!(!subsumes("a.>", "a"));
+        assert!(collide("a.*.c", "a.b.*"));
+        assert!(collide("a.>", "a.b"));
+        assert!(!collide("a", "a.>"));
+        assert!(!collide("a.b", "a.c"));
+    }
+
+    #[test]
+    fn plans_agree_with_the_matcher() {
+        // Every topic that matches the patterns is selected by the filters; anything the
+        // filters select beyond that is caught by client matching.
+        let topics = ["a", "a.b", "a.b.c", "b", "b.a", "a.c.c", "x.y.z.w"];
+        let pattern_sets = [
+            vec!["a.#"],
+            vec!["a.*", "b.#"],
+            vec!["#"],
+            vec!["a.#.c", "b"],
+            vec!["*.*.c", "a.b.*"],
+            vec!["*"],
+        ];
+        for multi in [false, true] {
+            for set in &pattern_sets {
+                let pats = s(set);
+                let pl = plan("p", &pats, multi);
+                for t in topics {
+                    let subj = subject_of("p", t);
+                    let selected = pl.filters.iter().any(|f| subsumes(f, &subj));
+                    let wanted = matches_any(&pats, t);
+                    if wanted {
+                        assert!(selected, "{set:?} multi={multi}: {t} not selected");
+                    }
+                    if selected && !pl.client_match {
+                        assert!(wanted, "{set:?} multi={multi}: {t} selected but unwanted");
+                    }
+                }
+            }
+        }
+    }
+}

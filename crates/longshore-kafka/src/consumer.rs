@@ -1,0 +1,845 @@
+//! The subscriber: one consumer group per subscription, one group member per `subscribe`.
+//!
+//! Each consumer runs a librdkafka `BaseConsumer` on a thread of its own, which polls,
+//! serves rebalances, stores offsets and closes the consumer; the async side only sees a
+//! channel of deliveries and sends settlements back. That keeps librdkafka's blocking calls
+//! (and its destroy, which can hang on some brokers) off the async runtime.
+//!
+//! Offsets: `enable.auto.offset.store=false`; the thread stores (and librdkafka auto-commits)
+//! a partition's position only up to the first unsettled message of that partition
+//! ([`crate::offsets`]), so a failing message in the middle is never skipped by the commit of
+//! later ones. Nack = local redelivery: the message goes back to this consumer's queue (after
+//! the delay, if any) and its offset stays unsettled; should the partition move to another
+//! consumer first, that one reads it again from the committed position. On a revoke the
+//! partition's in-flight work is forgotten (nothing of it is stored), so the next owner
+//! redelivers it.
+
+use std::collections::{HashSet, VecDeque};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use futures::stream;
+use longshore_core::{
+    dead_letter_message, Acker, Capabilities, DeadLetter, Delivery, DeliveryStream, Error,
+    Headers, Message, Subscriber, Subscription,
+};
+use rdkafka::config::RDKafkaLogLevel;
+use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
+use rdkafka::error::KafkaError;
+use rdkafka::message::{BorrowedMessage, Headers as _};
+use rdkafka::{ClientContext, Message as _, Offset, TopicPartitionList};
+use tokio::sync::{mpsc as tmpsc, oneshot, watch, OnceCell};
+
+use crate::broker::{lock, Shared};
+use crate::error::{map, BACKEND};
+use crate::mapping::{Resolved, TopicMap, HEADER_ID, HEADER_TOPIC};
+use crate::offsets::{Offsets, Tp};
+use crate::producer::KafkaPublisher;
+
+/// How long the consumer thread blocks in one poll or wait, at most.
+const TICK: Duration = Duration::from_millis(50);
+/// While every prefetch slot is taken, the thread still polls this often (to serve
+/// rebalances and stay in the group); a message fetched meanwhile pauses the partitions.
+const SERVE_EVERY: Duration = Duration::from_millis(500);
+
+/// Opens consumers on subscriptions (see the module docs for the offset rules).
+pub struct KafkaSubscriber {
+    shared: Arc<Shared>,
+    dlq: Arc<OnceCell<KafkaPublisher>>,
+    consumers: Mutex<Vec<Control>>,
+    closed: AtomicBool,
+}
+
+impl std::fmt::Debug for KafkaSubscriber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("KafkaSubscriber")
+            .field("url", &self.shared.config.url)
+            .field("closed", &self.closed.load(Ordering::Relaxed))
+            .finish()
+    }
+}
+
+struct Control {
+    cmd: mpsc::Sender<Cmd>,
+    done: watch::Receiver<bool>,
+}
+
+enum Cmd {
+    /// The delivery at this offset is done (acked or dead-lettered).
+    Settle { tp: Tp, epoch: u64, offset: i64 },
+    /// Redeliver (after `delay`).
+    Nack {
+        pending: Pending,
+        delay: Option<Duration>,
+    },
+    /// The Kafka topics to read changed (wildcard patterns).
+    Topics(Vec<String>),
+    /// End the stream and close the consumer now.
+    Close,
+}
+
+/// A fetched message that is not settled yet.
+struct Pending {
+    tp: Tp,
+    epoch: u64,
+    offset: i64,
+    message: Message,
+    topic: String,
+    attempt: u32,
+}
+
+/// What the subscribe call needs to start a consumer.
+struct Plan {
+    subscription: Subscription,
+    fixed: Vec<String>,
+    discover: bool,
+}
+
+impl KafkaSubscriber {
+    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+        KafkaSubscriber {
+            shared,
+            dlq: Arc::new(OnceCell::new()),
+            consumers: Mutex::new(Vec::new()),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Validates the subscription, works out its Kafka topics and creates the fixed ones
+    /// (and the dead-letter topic).
+    async fn plan(&self, subscription: &Subscription) -> Result<Plan, Error> {
+        subscription.validate()?;
+        let map: TopicMap = self.shared.config.topic_map;
+        let mut fixed = Vec::new();
+        let mut discover = false;
+        for p in &subscription.patterns {
+            match map.resolve(p)? {
+                Resolved::Fixed(t) => {
+                    if !fixed.contains(&t) {
+                        fixed.push(t)
+                    }
+                }
+                Resolved::Discover => discover = true,
+            }
+        }
+        let mut create = fixed.clone();
+        if !subscription.is_dead_letter_queue() {
+            // Dead letters are kept from the moment the subscription exists.
+            create.push(TopicMap::dead_letter_topic(&subscription.name)?);
+        }
+        self.shared.ensure_topics(&create).await?;
+        Ok(Plan {
+            subscription: subscription.clone(),
+            fixed,
+            discover,
+        })
+    }
+
+    fn prune(&self) {
+        lock(&self.consumers).retain(|c| !*c.done.borrow());
+    }
+}
+
+/// The Kafka topics a plan reads now.
+async fn current_topics(shared: &Shared, plan: &Plan) -> Result<Vec<String>, Error> {
+    let mut topics: Vec<String> = plan.fixed.clone();
+    if plan.discover {
+        let map = shared.config.topic_map;
+        for t in shared.list_topics().await? {
+            if !topics.contains(&t)
+                && plan
+                    .subscription
+                    .patterns
+                    .iter()
+                    .any(|p| map.may_route_to(p, &t))
+            {
+                topics.push(t);
+            }
+        }
+    }
+    topics.sort();
+    Ok(topics)
+}
+
+#[async_trait]
+impl Subscriber for KafkaSubscriber {
+    async fn subscribe(&self, subscription: &Subscription) -> Result<DeliveryStream, Error> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed("kafka subscriber"));
+        }
+        let plan = self.plan(subscription).await?;
+        let topics = current_topics(&self.shared, &plan).await?;
+        self.prune();
+
+        let (cmd_tx, cmd_rx) = mpsc::channel::<Cmd>();
+        let (out_tx, out_rx) = tmpsc::unbounded_channel();
+        let (joined_tx, joined_rx) = oneshot::channel();
+        let (done_tx, done_rx) = watch::channel(false);
+        let worker = Worker {
+            shared: self.shared.clone(),
+            subscription: plan.subscription.clone(),
+            prefetch: usize::from(plan.subscription.prefetch.max(1)),
+            cmd_tx: cmd_tx.clone(),
+            out: Some(out_tx),
+            dlq: self.dlq.clone(),
+        };
+        std::thread::Builder::new()
+            .name(format!("longshore-kafka-{}", plan.subscription.name))
+            .spawn(move || worker.run(topics, cmd_rx, joined_tx, done_tx))
+            .map_err(|e| Error::backend(BACKEND, true, e))?;
+        lock(&self.consumers).push(Control {
+            cmd: cmd_tx.clone(),
+            done: done_rx.clone(),
+        });
+
+        if plan.discover {
+            tokio::spawn(refresh_topics(
+                self.shared.clone(),
+                plan,
+                cmd_tx.clone(),
+                done_rx.clone(),
+            ));
+        }
+
+        // Wait for the first assignment so that the caller starts from a settled group
+        // (no rebalance right after). Returning early loses nothing: new groups read their
+        // topics from the beginning.
+        match tokio::time::timeout(self.shared.config.join_timeout, joined_rx).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => return Err(e),
+            Ok(Err(_)) => {
+                return Err(Error::Backend {
+                    backend: BACKEND,
+                    message: "consumer thread ended before joining its group".into(),
+                    retryable: true,
+                    source: None,
+                })
+            }
+            Err(_) => {
+                tracing::warn!(subscription = %subscription.name, "kafka: no partition assignment within the join timeout; consuming anyway");
+            }
+        }
+
+        // The stream holds a command sender so the thread never mistakes "no ackers left" for
+        // "everyone is gone" while the stream lives.
+        let guard = cmd_tx;
+        Ok(Box::pin(stream::unfold(
+            (out_rx, guard),
+            |(mut rx, guard)| async move { rx.recv().await.map(|item| (item, (rx, guard))) },
+        )))
+    }
+
+    async fn ensure_subscription(&self, subscription: &Subscription) -> Result<(), Error> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed("kafka subscriber"));
+        }
+        // A consumer group needs no creating: a new group reads its topics from the beginning,
+        // so creating the topics is what keeps the messages published from now on.
+        self.plan(subscription).await.map(|_| ())
+    }
+
+    async fn close(&self) -> Result<(), Error> {
+        self.closed.store(true, Ordering::Release);
+        let consumers: Vec<Control> = std::mem::take(&mut *lock(&self.consumers));
+        for c in &consumers {
+            let _ = c.cmd.send(Cmd::Close);
+        }
+        let limit = self.shared.config.close_timeout + Duration::from_secs(1);
+        for mut c in consumers {
+            let _ = tokio::time::timeout(limit, c.done.wait_for(|d| *d)).await;
+        }
+        if let Some(dlq) = self.dlq.get() {
+            longshore_core::Publisher::close(dlq).await?;
+        }
+        Ok(())
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.shared.capabilities()
+    }
+}
+
+impl Drop for KafkaSubscriber {
+    fn drop(&mut self) {
+        // Streams and ackers keep their consumers alive; nothing to do here.
+    }
+}
+
+/// Re-reads the topic list of a wildcard subscription and tells the consumer when it changed.
+async fn refresh_topics(
+    shared: Arc<Shared>,
+    plan: Plan,
+    cmd: mpsc::Sender<Cmd>,
+    mut done: watch::Receiver<bool>,
+) {
+    let mut last: Option<Vec<String>> = None;
+    loop {
+        tokio::select! {
+            _ = done.wait_for(|d| *d) => return,
+            _ = tokio::time::sleep(shared.config.pattern_refresh) => {}
+        }
+        match current_topics(&shared, &plan).await {
+            Ok(topics) => {
+                if last.as_ref() != Some(&topics) {
+                    last = Some(topics.clone());
+                    if cmd.send(Cmd::Topics(topics)).is_err() {
+                        return;
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "kafka: topic refresh failed"),
+        }
+    }
+}
+
+/// State shared by the consumer thread and its rebalance callbacks (same thread).
+struct GroupState {
+    offsets: Offsets,
+    assigned: HashSet<Tp>,
+    /// Every assigned partition is to stay paused (the stream is gone).
+    paused_all: bool,
+    joined: Option<oneshot::Sender<Result<(), Error>>>,
+    name: String,
+}
+
+struct Ctx {
+    state: Arc<Mutex<GroupState>>,
+}
+
+impl ClientContext for Ctx {
+    fn log(&self, level: RDKafkaLogLevel, fac: &str, log_message: &str) {
+        crate::broker::log(level, fac, log_message);
+    }
+
+    fn error(&self, error: KafkaError, reason: &str) {
+        tracing::warn!(target: "longshore_kafka::librdkafka", error = %error, "{reason}");
+    }
+}
+
+impl ConsumerContext for Ctx {
+    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        if let Rebalance::Revoke(tpl) = rebalance {
+            let mut s = lock(&self.state);
+            for e in tpl.elements() {
+                let tp = (e.topic().to_string(), e.partition());
+                s.offsets.revoke(&tp);
+                s.assigned.remove(&tp);
+            }
+            tracing::debug!(subscription = %s.name, partitions = tpl.count(), "kafka: partitions revoked");
+        }
+    }
+
+    fn post_rebalance(&self, consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        let mut s = lock(&self.state);
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                for e in tpl.elements() {
+                    let tp = (e.topic().to_string(), e.partition());
+                    s.offsets.assign(tp.clone());
+                    s.assigned.insert(tp);
+                }
+                if s.paused_all && tpl.count() > 0 {
+                    if let Err(e) = consumer.pause(tpl) {
+                        tracing::warn!(error = %e, "kafka: pausing new partitions failed");
+                    }
+                }
+                tracing::debug!(subscription = %s.name, partitions = tpl.count(), "kafka: partitions assigned");
+                if let Some(j) = s.joined.take() {
+                    let _ = j.send(Ok(()));
+                }
+            }
+            Rebalance::Revoke(_) => {}
+            Rebalance::Error(e) => {
+                tracing::warn!(subscription = %s.name, error = %e, "kafka: rebalance error")
+            }
+        }
+    }
+}
+
+struct Worker {
+    shared: Arc<Shared>,
+    subscription: Subscription,
+    prefetch: usize,
+    cmd_tx: mpsc::Sender<Cmd>,
+    /// `None` once the stream was ended by `close`.
+    out: Option<tmpsc::UnboundedSender<Result<Delivery, Error>>>,
+    dlq: Arc<OnceCell<KafkaPublisher>>,
+}
+
+/// The consumer thread's own bookkeeping.
+struct Local {
+    in_flight: usize,
+    /// Fetched or nacked messages waiting for a prefetch slot, in delivery order.
+    ready: VecDeque<Pending>,
+    /// Nacked with a delay: due time and message.
+    delayed: Vec<(Instant, Pending)>,
+    /// Partitions paused for backpressure.
+    paused: bool,
+    blocked_since: Option<Instant>,
+    last_serve: Instant,
+}
+
+impl Worker {
+    fn consumer_config(&self) -> rdkafka::ClientConfig {
+        let config = &self.shared.config;
+        let session = config.session_timeout.as_millis().max(1);
+        let mut cc = config.client_config();
+        cc.set("group.id", &self.subscription.name)
+            .set("enable.auto.commit", "true")
+            .set(
+                "auto.commit.interval.ms",
+                config.commit_interval.as_millis().max(1).to_string(),
+            )
+            .set("enable.auto.offset.store", "false")
+            .set("auto.offset.reset", "earliest")
+            .set("enable.partition.eof", "false")
+            .set("session.timeout.ms", session.to_string())
+            .set("heartbeat.interval.ms", (session / 3).max(1).to_string())
+            .set("fetch.wait.max.ms", "100");
+        config.apply_properties(&mut cc);
+        cc
+    }
+
+    fn run(
+        mut self,
+        topics: Vec<String>,
+        cmd_rx: mpsc::Receiver<Cmd>,
+        joined: oneshot::Sender<Result<(), Error>>,
+        done: watch::Sender<bool>,
+    ) {
+        let state = Arc::new(Mutex::new(GroupState {
+            offsets: Offsets::default(),
+            assigned: HashSet::new(),
+            paused_all: false,
+            joined: Some(joined),
+            name: self.subscription.name.clone(),
+        }));
+        let created: Result<BaseConsumer<Ctx>, Error> = self
+            .consumer_config()
+            .create_with_context(Ctx {
+                state: state.clone(),
+            })
+            .map_err(|e| map("create consumer", e));
+        let consumer = match created {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(j) = lock(&state).joined.take() {
+                    let _ = j.send(Err(e));
+                }
+                let _ = done.send(true);
+                return;
+            }
+        };
+        self.set_topics(&consumer, &state, &topics);
+
+        let mut local = Local {
+            in_flight: 0,
+            ready: VecDeque::new(),
+            delayed: Vec::new(),
+            paused: false,
+            blocked_since: None,
+            last_serve: Instant::now(),
+        };
+        self.pump(&consumer, &state, &cmd_rx, &mut local);
+
+        // Close: drop the stream, commit what is stored, leave the group. Polling until
+        // `closed()` serves the final revoke; messages fetched meanwhile are dropped unstored.
+        self.out = None;
+        local.ready.clear();
+        local.delayed.clear();
+        let deadline = Instant::now() + self.shared.config.close_timeout;
+        match consumer.close_queue() {
+            Ok(()) => {
+                while !consumer.closed() && Instant::now() < deadline {
+                    let _ = consumer.poll(TICK);
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "kafka: closing consumer failed"),
+        }
+        if !consumer.closed() {
+            tracing::warn!(subscription = %self.subscription.name, "kafka: consumer did not close in time; abandoning it");
+            let _ = done.send(true);
+            // Dropping would wait for the close again: leak it with this thread's exit.
+            std::mem::forget(consumer);
+            return;
+        }
+        let _ = done.send(true);
+        drop(consumer);
+    }
+
+    fn set_topics(&self, consumer: &BaseConsumer<Ctx>, state: &Mutex<GroupState>, topics: &[String]) {
+        if topics.is_empty() {
+            consumer.unsubscribe();
+            if let Some(j) = lock(state).joined.take() {
+                let _ = j.send(Ok(()));
+            }
+            return;
+        }
+        let names: Vec<&str> = topics.iter().map(String::as_str).collect();
+        if let Err(e) = consumer.subscribe(&names) {
+            let e = map("subscribe", e);
+            tracing::warn!(error = %e, "kafka: subscribe failed");
+            if let Some(j) = lock(state).joined.take() {
+                let _ = j.send(Err(e));
+            }
+        }
+    }
+
+    /// The main loop; returns when the consumer is to be closed.
+    fn pump(
+        &mut self,
+        consumer: &BaseConsumer<Ctx>,
+        state: &Mutex<GroupState>,
+        cmd_rx: &mpsc::Receiver<Cmd>,
+        local: &mut Local,
+    ) {
+        loop {
+            // 1. Commands.
+            loop {
+                match cmd_rx.try_recv() {
+                    Ok(Cmd::Close) => return,
+                    Ok(cmd) => self.handle(cmd, consumer, state, local),
+                    Err(TryRecvError::Empty) => break,
+                    Err(TryRecvError::Disconnected) => return,
+                }
+            }
+            // 2. Delayed redeliveries that are due.
+            let now = Instant::now();
+            if !local.delayed.is_empty() {
+                let (due, later): (Vec<_>, Vec<_>) =
+                    local.delayed.drain(..).partition(|(at, _)| *at <= now);
+                local.delayed = later;
+                local.ready.extend(due.into_iter().map(|(_, p)| p));
+            }
+            // 3. The stream is gone: stop fetching, serve ackers until none is left.
+            let open = self.out.as_ref().is_some_and(|o| !o.is_closed());
+            if !open {
+                if local.in_flight == 0 {
+                    return;
+                }
+                self.pause_everything(consumer, state);
+                local.ready.clear();
+                local.delayed.clear();
+                self.wait(cmd_rx, consumer, state, local, TICK);
+                if local.last_serve.elapsed() >= SERVE_EVERY {
+                    local.last_serve = Instant::now();
+                    // Anything fetched before the pause is dropped unstored.
+                    let _ = consumer.poll(Duration::ZERO);
+                }
+                continue;
+            }
+            // 4. Hand out what is ready while prefetch allows.
+            while local.in_flight < self.prefetch {
+                let Some(p) = local.ready.pop_front() else { break };
+                if !lock(state).offsets.is_current(&p.tp, p.epoch) {
+                    continue; // revoked meanwhile: the next owner redelivers it
+                }
+                self.deliver(p, local);
+            }
+            // 5. Fetch, or wait for a free slot.
+            let next_due = local.delayed.iter().map(|(at, _)| *at).min();
+            let tick = next_due
+                .map(|at| at.saturating_duration_since(Instant::now()).min(TICK))
+                .unwrap_or(TICK);
+            if local.in_flight < self.prefetch && local.ready.is_empty() {
+                local.blocked_since = None;
+                if local.paused {
+                    self.resume(consumer, state);
+                    local.paused = false;
+                }
+                let polled = consumer.poll(tick);
+                local.last_serve = Instant::now();
+                self.take(polled, consumer, state, local);
+            } else {
+                let since = *local.blocked_since.get_or_insert_with(Instant::now);
+                self.wait(cmd_rx, consumer, state, local, tick);
+                if since.elapsed() >= SERVE_EVERY && local.last_serve.elapsed() >= SERVE_EVERY {
+                    // Stay in the group while the handlers are busy; pause fetching so
+                    // nothing piles up here.
+                    local.last_serve = Instant::now();
+                    if !local.paused {
+                        self.pause_assigned(consumer, state);
+                        local.paused = true;
+                    }
+                    let polled = consumer.poll(Duration::ZERO);
+                    self.take(polled, consumer, state, local);
+                }
+            }
+        }
+    }
+
+    /// Waits up to `tick` for one command and handles it.
+    fn wait(
+        &mut self,
+        cmd_rx: &mpsc::Receiver<Cmd>,
+        consumer: &BaseConsumer<Ctx>,
+        state: &Mutex<GroupState>,
+        local: &mut Local,
+        tick: Duration,
+    ) {
+        match cmd_rx.recv_timeout(tick) {
+            Ok(Cmd::Close) => {
+                // Put it back for the main loop to see first thing.
+                let _ = self.cmd_tx.send(Cmd::Close);
+            }
+            Ok(cmd) => self.handle(cmd, consumer, state, local),
+            Err(RecvTimeoutError::Timeout) | Err(RecvTimeoutError::Disconnected) => {}
+        }
+    }
+
+    fn handle(
+        &mut self,
+        cmd: Cmd,
+        consumer: &BaseConsumer<Ctx>,
+        state: &Mutex<GroupState>,
+        local: &mut Local,
+    ) {
+        match cmd {
+            Cmd::Settle { tp, epoch, offset } => {
+                local.in_flight = local.in_flight.saturating_sub(1);
+                let pos = lock(state).offsets.settled(&tp, epoch, offset);
+                if let Some(pos) = pos {
+                    store(consumer, &tp, pos);
+                }
+            }
+            Cmd::Nack { mut pending, delay } => {
+                local.in_flight = local.in_flight.saturating_sub(1);
+                if !lock(state).offsets.is_current(&pending.tp, pending.epoch) {
+                    return;
+                }
+                pending.attempt = pending.attempt.saturating_add(1);
+                match delay.filter(|d| !d.is_zero()) {
+                    Some(d) => local.delayed.push((Instant::now() + d, pending)),
+                    None => local.ready.push_front(pending),
+                }
+            }
+            Cmd::Topics(topics) => {
+                tracing::info!(subscription = %self.subscription.name, ?topics, "kafka: subscription topics changed");
+                self.set_topics(consumer, state, &topics);
+            }
+            Cmd::Close => {}
+        }
+    }
+
+    /// Turns a polled message into a pending delivery (or skips it).
+    fn take(
+        &mut self,
+        polled: Option<Result<BorrowedMessage<'_>, KafkaError>>,
+        consumer: &BaseConsumer<Ctx>,
+        state: &Mutex<GroupState>,
+        local: &mut Local,
+    ) {
+        let m = match polled {
+            None => return,
+            Some(Ok(m)) => m,
+            Some(Err(e)) => {
+                let e = map("consume", e);
+                tracing::warn!(subscription = %self.subscription.name, error = %e, "kafka: consumer error");
+                if let Some(out) = &self.out {
+                    // Reported on the stream; the consumer keeps going (librdkafka recovers).
+                    let _ = out.send(Err(e));
+                }
+                return;
+            }
+        };
+        let tp: Tp = (m.topic().to_string(), m.partition());
+        let offset = m.offset();
+        let epoch = match lock(state).offsets.fetched(&tp, offset) {
+            Some(e) => e,
+            None => return, // not ours (any more)
+        };
+        let (message, topic) = decode(&m);
+        if !self.subscription.matches(&topic) {
+            // Another event type sharing the Kafka topic: done at once.
+            let pos = lock(state).offsets.settled(&tp, epoch, offset);
+            if let Some(pos) = pos {
+                store(consumer, &tp, pos);
+            }
+            return;
+        }
+        local.ready.push_back(Pending {
+            tp,
+            epoch,
+            offset,
+            message,
+            topic,
+            attempt: 1,
+        });
+    }
+
+    fn deliver(&self, p: Pending, local: &mut Local) {
+        let Some(out) = &self.out else { return };
+        let acker = KafkaAcker {
+            cmd: self.cmd_tx.clone(),
+            pending: Some(Pending {
+                tp: p.tp.clone(),
+                epoch: p.epoch,
+                offset: p.offset,
+                message: p.message.clone(),
+                topic: p.topic.clone(),
+                attempt: p.attempt,
+            }),
+            subscription: self.subscription.name.clone(),
+            shared: self.shared.clone(),
+            dlq: self.dlq.clone(),
+        };
+        let delivery = Delivery::new(p.message, p.topic, p.attempt, Box::new(acker));
+        local.in_flight += 1;
+        // A failed send drops the delivery, whose acker nacks it back to us.
+        let _ = out.send(Ok(delivery));
+    }
+
+    fn assigned_tpl(state: &Mutex<GroupState>) -> TopicPartitionList {
+        let s = lock(state);
+        let mut tpl = TopicPartitionList::with_capacity(s.assigned.len());
+        for (t, p) in &s.assigned {
+            tpl.add_partition(t, *p);
+        }
+        tpl
+    }
+
+    fn pause_assigned(&self, consumer: &BaseConsumer<Ctx>, state: &Mutex<GroupState>) {
+        let tpl = Self::assigned_tpl(state);
+        if tpl.count() > 0 {
+            if let Err(e) = consumer.pause(&tpl) {
+                tracing::warn!(error = %e, "kafka: pause failed");
+            }
+        }
+    }
+
+    fn pause_everything(&self, consumer: &BaseConsumer<Ctx>, state: &Mutex<GroupState>) {
+        let first = {
+            let mut s = lock(state);
+            !std::mem::replace(&mut s.paused_all, true)
+        };
+        if first {
+            self.pause_assigned(consumer, state);
+        }
+    }
+
+    fn resume(&self, consumer: &BaseConsumer<Ctx>, state: &Mutex<GroupState>) {
+        let tpl = Self::assigned_tpl(state);
+        if tpl.count() > 0 {
+            if let Err(e) = consumer.resume(&tpl) {
+                tracing::warn!(error = %e, "kafka: resume failed");
+            }
+        }
+    }
+}
+
+/// Stores `pos` (the next offset to read) for auto-commit.
+fn store(consumer: &BaseConsumer<Ctx>, tp: &Tp, pos: i64) {
+    let mut tpl = TopicPartitionList::with_capacity(1);
+    if let Err(e) = tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(pos)) {
+        tracing::warn!(error = %e, "kafka: bad offset");
+        return;
+    }
+    if let Err(e) = consumer.store_offsets(&tpl) {
+        // Typically the partition was revoked a moment ago: the next owner redelivers.
+        tracing::debug!(error = %e, topic = %tp.0, partition = tp.1, "kafka: offset not stored");
+    }
+}
+
+/// Builds the longshore message and topic from a Kafka record.
+fn decode(m: &BorrowedMessage<'_>) -> (Message, String) {
+    let mut headers = Headers::new();
+    let mut id = None;
+    let mut topic = None;
+    if let Some(hs) = m.headers() {
+        for h in hs.iter() {
+            let value = h
+                .value
+                .map(|v| String::from_utf8_lossy(v).into_owned())
+                .unwrap_or_default();
+            match h.key {
+                HEADER_ID => id = Some(value),
+                HEADER_TOPIC => topic = Some(value),
+                k => {
+                    headers.insert(k.to_string(), value);
+                }
+            }
+        }
+    }
+    let message = Message {
+        id: id.unwrap_or_else(|| format!("{}-{}-{}", m.topic(), m.partition(), m.offset())),
+        key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
+        headers,
+        payload: Bytes::copy_from_slice(m.payload().unwrap_or_default()),
+    };
+    (message, topic.unwrap_or_else(|| m.topic().to_string()))
+}
+
+struct KafkaAcker {
+    cmd: mpsc::Sender<Cmd>,
+    /// `Some` until settled; dropping it unsettled nacks.
+    pending: Option<Pending>,
+    subscription: String,
+    shared: Arc<Shared>,
+    dlq: Arc<OnceCell<KafkaPublisher>>,
+}
+
+impl KafkaAcker {
+    fn settle(&mut self) -> Result<(), Error> {
+        let Some(p) = self.pending.take() else {
+            return Ok(());
+        };
+        self.cmd
+            .send(Cmd::Settle {
+                tp: p.tp,
+                epoch: p.epoch,
+                offset: p.offset,
+            })
+            .map_err(|_| Error::Closed("kafka consumer"))
+    }
+}
+
+impl Drop for KafkaAcker {
+    fn drop(&mut self) {
+        if let Some(pending) = self.pending.take() {
+            let _ = self.cmd.send(Cmd::Nack {
+                pending,
+                delay: None,
+            });
+        }
+    }
+}
+
+#[async_trait]
+impl Acker for KafkaAcker {
+    async fn ack(mut self: Box<Self>) -> Result<(), Error> {
+        self.settle()
+    }
+
+    async fn nack(mut self: Box<Self>, delay: Option<Duration>) -> Result<(), Error> {
+        let Some(pending) = self.pending.take() else {
+            return Ok(());
+        };
+        // A closed consumer cannot redeliver, but the offset was never stored: the next
+        // consumer of the subscription gets the message again.
+        let _ = self.cmd.send(Cmd::Nack { pending, delay });
+        Ok(())
+    }
+
+    async fn dead_letter(
+        mut self: Box<Self>,
+        message: Message,
+        topic: &str,
+        dead: DeadLetter,
+    ) -> Result<(), Error> {
+        let kafka_topic = TopicMap::dead_letter_topic(&self.subscription)?;
+        let letter = dead_letter_message(message, topic, &self.subscription, &dead);
+        let shared = self.shared.clone();
+        let dlq = self
+            .dlq
+            .get_or_init(|| async move { KafkaPublisher::new(shared) })
+            .await;
+        // Publish first, settle after: if the dead-letter topic refuses, dropping `self`
+        // nacks and the message is redelivered.
+        dlq.publish_raw(&kafka_topic, &kafka_topic, &letter).await?;
+        self.settle()
+    }
+}

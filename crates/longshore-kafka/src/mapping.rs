@@ -1,0 +1,299 @@
+//! How longshore topics and patterns map onto Kafka topics.
+//!
+//! Kafka orders messages only within one partition of one topic, so the events of one aggregate
+//! stay in order only if they land in the same Kafka topic (and, by their key, the same
+//! partition) whatever their event type. The mapping therefore groups longshore topics:
+//!
+//! - a longshore topic `w1.w2.….wn` goes to the Kafka topic made of its first
+//!   [`TopicMap::words`] words (default 1): `events.order_created` and
+//!   `events.order_cancelled` both go to Kafka topic `events`, so with key = aggregate id one
+//!   aggregate's events keep their order across event types. A topic with fewer words maps to
+//!   itself. `words = 2` would give one Kafka topic per event type (and no order across types).
+//! - dead-letter topics `dlq.<subscription>` map to the Kafka topic of the same name.
+//! - the full longshore topic travels in the header [`HEADER_TOPIC`]; a subscription reads the
+//!   Kafka topics its patterns can route to and skips (commits past) messages whose longshore
+//!   topic its patterns do not match. A message without that header (produced by a
+//!   non-longshore client) has the Kafka topic as its longshore topic.
+//!
+//! A pattern whose first `words` words are literal (`events.order_*`, `events.#`) reads exactly
+//! one Kafka topic, known up front. A pattern with a wildcard among them (`#`, `*.created`)
+//! reads every existing Kafka topic it can route to, found from cluster metadata when the
+//! consumer starts and refreshed periodically; a new Kafka topic is read from its beginning.
+
+use longshore_core::topic::{validate_pattern, validate_topic};
+use longshore_core::Error;
+
+/// Header carrying the message id.
+pub const HEADER_ID: &str = "longshore-id";
+/// Header carrying the full longshore topic the message was published to.
+pub const HEADER_TOPIC: &str = "longshore-topic";
+
+/// Longest Kafka topic name Kafka accepts.
+pub const MAX_KAFKA_TOPIC: usize = 249;
+
+const DLQ_PREFIX: &str = "dlq.";
+
+/// The topic mapping (see the module docs).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TopicMap {
+    /// How many leading words of a longshore topic name its Kafka topic (at least 1).
+    pub words: usize,
+}
+
+impl Default for TopicMap {
+    fn default() -> Self {
+        TopicMap { words: 1 }
+    }
+}
+
+/// Which Kafka topics a pattern reads.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Resolved {
+    /// Exactly this Kafka topic.
+    Fixed(String),
+    /// Whatever existing Kafka topics [`TopicMap::may_route_to`] accepts.
+    Discover,
+}
+
+impl TopicMap {
+    /// A mapping on the first `words` words (at least 1).
+    pub fn new(words: usize) -> Self {
+        TopicMap {
+            words: words.max(1),
+        }
+    }
+
+    /// The Kafka topic a (valid) longshore topic is written to.
+    pub fn kafka_topic(&self, topic: &str) -> Result<String, Error> {
+        validate_topic(topic)?;
+        let kafka = if topic.starts_with(DLQ_PREFIX) {
+            topic.to_string()
+        } else {
+            topic
+                .split('.')
+                .take(self.words.max(1))
+                .collect::<Vec<_>>()
+                .join(".")
+        };
+        check_kafka_name(&kafka)?;
+        Ok(kafka)
+    }
+
+    /// The Kafka topic of the dead letters of subscription `name` (already validated).
+    pub fn dead_letter_topic(name: &str) -> Result<String, Error> {
+        let kafka = longshore_core::dead_letter_topic(name);
+        check_kafka_name(&kafka)?;
+        Ok(kafka)
+    }
+
+    /// Which Kafka topics a (valid) pattern reads.
+    pub fn resolve(&self, pattern: &str) -> Result<Resolved, Error> {
+        validate_pattern(pattern)?;
+        let words: Vec<&str> = pattern.split('.').collect();
+        let literal = |w: &&str| *w != "*" && *w != "#";
+        if pattern.starts_with(DLQ_PREFIX) || words.len() <= self.words {
+            // Maps to itself, if it is a single topic at all.
+            return Ok(if words.iter().all(literal) {
+                check_kafka_name(pattern)?;
+                Resolved::Fixed(pattern.to_string())
+            } else {
+                Resolved::Discover
+            });
+        }
+        let head = &words[..self.words];
+        // `events.#` (words = 1) matches `events` too, which maps to `events`: still one topic.
+        if head.iter().all(literal) && head.first() != Some(&"dlq") {
+            let kafka = head.join(".");
+            check_kafka_name(&kafka)?;
+            Ok(Resolved::Fixed(kafka))
+        } else {
+            Ok(Resolved::Discover)
+        }
+    }
+
+    /// Whether some longshore topic matched by `pattern` maps to the Kafka topic `kafka`.
+    pub fn may_route_to(&self, pattern: &str, kafka: &str) -> bool {
+        if kafka.is_empty() || kafka.starts_with("__") || validate_topic(kafka).is_err() {
+            return false;
+        }
+        let p: Vec<&str> = pattern.split('.').collect();
+        let k: Vec<&str> = kafka.split('.').collect();
+        if k[0] == "dlq" || k.len() < self.words {
+            // Only the topic `kafka` itself maps there (longer topics starting with `dlq.`
+            // are dead-letter topics that map to themselves).
+            return longshore_core::topic::matches(pattern, kafka);
+        }
+        if k.len() > self.words {
+            return false; // no longshore topic maps to a longer non-dlq name
+        }
+        // `kafka` itself or any extension of it: is some state of the pattern's automaton
+        // reachable after consuming the words of `kafka`? (Any reachable state can then be
+        // completed, since words, `*` and `#` can all match some continuation.)
+        !prefix_states(&p, &k).is_empty()
+    }
+}
+
+/// The automaton states (positions in `pattern`) reachable after matching `words`.
+fn prefix_states(pattern: &[&str], words: &[&str]) -> Vec<usize> {
+    let closure = |states: &mut Vec<usize>| {
+        let mut i = 0;
+        while i < states.len() {
+            let s = states[i];
+            if s < pattern.len() && pattern[s] == "#" && !states.contains(&(s + 1)) {
+                states.push(s + 1);
+            }
+            i += 1;
+        }
+    };
+    let mut states = vec![0];
+    closure(&mut states);
+    for w in words {
+        let mut next = Vec::new();
+        for &s in &states {
+            if s >= pattern.len() {
+                continue;
+            }
+            match pattern[s] {
+                "#" => {
+                    if !next.contains(&s) {
+                        next.push(s);
+                    }
+                }
+                "*" => next.push(s + 1),
+                lit if lit == *w => next.push(s + 1),
+                _ => {}
+            }
+        }
+        next.sort_unstable();
+        next.dedup();
+        closure(&mut next);
+        states = next;
+        if states.is_empty() {
+            break;
+        }
+    }
+    states
+}
+
+fn check_kafka_name(name: &str) -> Result<(), Error> {
+    if name.len() > MAX_KAFKA_TOPIC {
+        return Err(Error::InvalidName {
+            kind: "kafka topic",
+            value: name.to_string(),
+            reason: "Kafka topic names are at most 249 bytes",
+        });
+    }
+    if name.starts_with("__") || name == "." || name == ".." {
+        return Err(Error::InvalidName {
+            kind: "kafka topic",
+            value: name.to_string(),
+            reason: "reserved for Kafka's internal topics",
+        });
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn topics_group_by_leading_words() {
+        let m = TopicMap::default();
+        assert_eq!(m.kafka_topic("events.order_created").unwrap(), "events");
+        assert_eq!(m.kafka_topic("events").unwrap(), "events");
+        assert_eq!(m.kafka_topic("dlq.orders-v1").unwrap(), "dlq.orders-v1");
+        let m2 = TopicMap::new(2);
+        assert_eq!(m2.kafka_topic("a.b.c").unwrap(), "a.b");
+        assert_eq!(m2.kafka_topic("a").unwrap(), "a");
+        assert!(m.kafka_topic("__consumer_offsets.x").is_err());
+        assert!(m.kafka_topic("a.*").is_err());
+    }
+
+    #[test]
+    fn resolve_patterns() {
+        let m = TopicMap::default();
+        assert_eq!(m.resolve("events.#").unwrap(), Resolved::Fixed("events".into()));
+        assert_eq!(m.resolve("events.*.x").unwrap(), Resolved::Fixed("events".into()));
+        assert_eq!(m.resolve("events").unwrap(), Resolved::Fixed("events".into()));
+        assert_eq!(m.resolve("dlq.sub").unwrap(), Resolved::Fixed("dlq.sub".into()));
+        assert_eq!(m.resolve("dlq.#").unwrap(), Resolved::Discover);
+        assert_eq!(m.resolve("#").unwrap(), Resolved::Discover);
+        assert_eq!(m.resolve("*.created").unwrap(), Resolved::Discover);
+        let m2 = TopicMap::new(2);
+        assert_eq!(m2.resolve("a.b.#").unwrap(), Resolved::Fixed("a.b".into()));
+        assert_eq!(m2.resolve("a.#").unwrap(), Resolved::Discover);
+        assert_eq!(m2.resolve("a").unwrap(), Resolved::Fixed("a".into()));
+        assert!(m.resolve("a.**").is_err());
+    }
+
+    #[test]
+    fn routing_predicate() {
+        let m = TopicMap::default();
+        assert!(m.may_route_to("#", "events"));
+        assert!(m.may_route_to("#", "dlq.x"));
+        assert!(m.may_route_to("*.created", "events"));
+        assert!(!m.may_route_to("*.created", "dlq.x"));
+        assert!(m.may_route_to("dlq.*", "dlq.x"));
+        assert!(!m.may_route_to("dlq.*", "dlq.x.y"));
+        assert!(!m.may_route_to("#", "__consumer_offsets"));
+        assert!(!m.may_route_to("events.#", "orders"));
+        assert!(!m.may_route_to("#", "a.b")); // a non-dlq two-word name is no words=1 target
+        let m2 = TopicMap::new(2);
+        assert!(m2.may_route_to("a.#", "a"));
+        assert!(m2.may_route_to("a.#", "a.b"));
+        assert!(m2.may_route_to("a.*.c", "a.b"));
+        assert!(!m2.may_route_to("a.*", "a")); // `a` alone is no match and nothing longer maps to `a`
+        assert!(!m2.may_route_to("x.#", "a.b"));
+        assert!(m2.may_route_to("#.c", "a.b"));
+    }
+
+    /// Brute force: for every topic over a small alphabet, the predicate agrees with "some
+    /// matching topic maps to this Kafka topic".
+    #[test]
+    fn predicate_agrees_with_enumeration() {
+        let alphabet = ["a", "b", "dlq"];
+        let mut topics = Vec::new();
+        for len in 1..=4 {
+            let mut idx = vec![0usize; len];
+            loop {
+                topics.push(idx.iter().map(|&i| alphabet[i]).collect::<Vec<_>>().join("."));
+                let mut k = 0;
+                while k < len {
+                    idx[k] += 1;
+                    if idx[k] < alphabet.len() {
+                        break;
+                    }
+                    idx[k] = 0;
+                    k += 1;
+                }
+                if k == len {
+                    break;
+                }
+            }
+        }
+        let patterns = ["#", "*", "a.#", "*.b", "#.b", "a.*.b", "dlq.#", "dlq.*", "*.#.a", "a"];
+        for words in 1..=2 {
+            let m = TopicMap::new(words);
+            for p in patterns {
+                let kafkas: std::collections::BTreeSet<String> =
+                    topics.iter().map(|t| m.kafka_topic(t).unwrap()).collect();
+                for k in &kafkas {
+                    // Topics of up to 4 words stand in for "some topic"; patterns here need
+                    // at most 4 words to match.
+                    let expected = topics.iter().any(|t| {
+                        longshore_core::topic::matches(p, t) && &m.kafka_topic(t).unwrap() == k
+                    });
+                    assert_eq!(m.may_route_to(p, k), expected, "words={words} p={p} k={k}");
+                }
+                if let Resolved::Fixed(k) = m.resolve(p).unwrap() {
+                    for t in &topics {
+                        if longshore_core::topic::matches(p, t) {
+                            assert_eq!(m.kafka_topic(t).unwrap(), k, "p={p} t={t}");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,2 +1,44 @@
-//! placeholder
+//! # longshore
+//!
+//! Ports-and-adapters messaging for event-driven Rust services: one API for publishing,
+//! consuming and storing domain events, on RabbitMQ, Kafka, NATS JetStream, PostgreSQL or in
+//! memory, chosen by URL.
+//!
+//! ```
+//! # #[tokio::main(flavor = "current_thread")] async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use longshore::prelude::*;
+//!
+//! let ls = longshore::connect("memory://").await?;
+//! let publisher = EventPublisher::new(ls.publisher.clone());
+//! let sub = Subscription::new("billing", ["events.order_created"]);
+//! ls.subscriber.ensure_subscription(&sub).await?;
+//! publisher.publish(&Event::new("order_created", serde_json::json!({"order_id": "o-1"}))).await?;
+//! # Ok(()) }
+//! ```
+//!
+//! Features pick the adapters compiled in: `memory` (default), `rabbitmq`, `kafka`, `nats`,
+//! `postgres`, `full`. A URL whose adapter is not compiled in is
+//! [`ConnectError::FeatureDisabled`], naming the feature.
+#![forbid(unsafe_code)]
+#![warn(missing_docs)]
+#![cfg_attr(docsrs, feature(doc_cfg))]
+
+mod config;
+mod connect;
+
+pub use config::{Config, ENV_STORE_URL, ENV_URL};
+pub use connect::{connect, connect_with, ConnectError, Longshore};
+pub use longshore_core as core;
 pub use longshore_core::*;
+
+/// The in-memory adapter (always available).
+pub use longshore_core::memory;
+
+/// The names most services need, for `use longshore::prelude::*`.
+pub mod prelude {
+    pub use longshore_core::{
+        Consumer, DomainEvent, Event, EventPublisher, EventStore, ExpectedVersion, HandlerContext,
+        HandlerError, Message, Publisher, RetryPolicy, Subscriber, Subscription,
+        UnknownEventPolicy,
+    };
+}

@@ -17,9 +17,17 @@ fn decodes_every_seed_event() {
     let mut count = 0;
     for line in FIXTURES.lines().filter(|l| !l.trim().is_empty()) {
         let expected: serde_json::Value = serde_json::from_str(line).expect("json");
-        let event = JsonCodec.decode(&python_body(line)).expect("seed body decodes");
-        assert_eq!(event.id.to_string(), expected["event_id"].as_str().expect("id"));
-        assert_eq!(event.event_type, expected["event_type"].as_str().expect("type"));
+        let event = JsonCodec
+            .decode(&python_body(line))
+            .expect("seed body decodes");
+        assert_eq!(
+            event.id.to_string(),
+            expected["event_id"].as_str().expect("id")
+        );
+        assert_eq!(
+            event.event_type,
+            expected["event_type"].as_str().expect("type")
+        );
         assert_eq!(event.data, expected["data"]);
         // Naive ISO timestamps are UTC.
         let ts = expected["timestamp"].as_str().expect("ts");
@@ -44,10 +52,22 @@ fn re_encodes_to_exactly_the_seed_form() {
         let theirs: serde_json::Value = serde_json::from_str(line).expect("json");
         // Same keys in the same order, same values, same timestamp string.
         assert_eq!(ours, theirs);
-        let keys = |v: &serde_json::Value| v.as_object().expect("object").keys().cloned().collect::<Vec<_>>();
-        assert_eq!(keys(&ours), vec!["event_id", "event_type", "data", "timestamp"]);
+        let keys = |v: &serde_json::Value| {
+            v.as_object()
+                .expect("object")
+                .keys()
+                .cloned()
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(
+            keys(&ours),
+            vec!["event_id", "event_type", "data", "timestamp"]
+        );
         assert_eq!(keys(&ours), keys(&theirs));
         assert_eq!(message.id, theirs["event_id"].as_str().expect("id"));
-        assert_eq!(message.headers.get("content-type").map(String::as_str), Some("application/json"));
+        assert_eq!(
+            message.headers.get("content-type").map(String::as_str),
+            Some("application/json")
+        );
     }
 }

@@ -144,7 +144,7 @@ pub async fn nack_redelivers(f: &impl BrokerFactory) {
         .subscribe(&Subscription::new(n.sub("nack"), [topic.clone()]))
         .await
         .expect("subscribe");
-    let ids: Vec<String> = (0..5).map(|i| message(i)).map(|m| m.id).collect();
+    let ids: Vec<String> = (0..5).map(message).map(|m| m.id).collect();
     let batch: Vec<Message> = ids
         .iter()
         .enumerate()

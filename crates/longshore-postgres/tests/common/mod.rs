@@ -1,0 +1,102 @@
+//! Shared helpers of the integration tests: the server URL, one fresh schema per test, and
+//! cleanup of schemas left behind by earlier runs.
+#![allow(dead_code)]
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use longshore_postgres::sqlx::{self, PgPool};
+use longshore_postgres::{PgBroker, PgConfig, PgStore};
+
+/// `DATABASE_URL`, defaulting to the local test server.
+pub fn url() -> String {
+    std::env::var("DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".to_string())
+}
+
+const PREFIX: &str = "lst_";
+/// Test schemas older than this are dropped by later runs.
+const KEEP: Duration = Duration::from_secs(3600);
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+/// A fresh schema name: `lst_<unix seconds>_<random>`.
+pub fn fresh_schema() -> String {
+    let id = uuid::Uuid::new_v4().simple().to_string();
+    format!("{PREFIX}{}_{}", now_secs(), &id[..10])
+}
+
+/// Drops test schemas older than an hour (left by earlier runs); bounded and best effort.
+pub async fn cleanup_old_schemas(pool: &PgPool) {
+    let names: Vec<String> = sqlx::query_scalar(
+        "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE 'lst\\_%' LIMIT 200",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap_or_default();
+    let cutoff = now_secs().saturating_sub(KEEP.as_secs());
+    for name in names {
+        let Some(secs) = name
+            .strip_prefix(PREFIX)
+            .and_then(|rest| rest.split('_').next())
+            .and_then(|s| s.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        // Only names of our own shape, so the quoted interpolation below is safe.
+        if secs < cutoff && longshore_postgres::Schema::new(&name).is_ok() {
+            let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                "DROP SCHEMA IF EXISTS \"{name}\" CASCADE"
+            )))
+            .execute(pool)
+            .await;
+        }
+    }
+}
+
+/// A config for a fresh schema, small pool.
+pub fn config(schema: &str) -> PgConfig {
+    PgConfig::from_url(&url())
+        .expect("DATABASE_URL")
+        .with_schema(schema)
+        .expect("schema")
+        .with_max_connections(8)
+        .with_poll_interval(Duration::from_millis(250))
+}
+
+/// A broker on a fresh schema, or `None` (printed) when the server is unreachable outside CI.
+pub async fn broker() -> Option<PgBroker> {
+    let schema = fresh_schema();
+    let attempt = PgBroker::connect(config(&schema)).await;
+    let broker = longshore_testkit::require_broker("postgres", &url(), attempt)?;
+    cleanup_old_schemas(broker.pool()).await;
+    Some(broker)
+}
+
+/// A store on a fresh schema (panics if the server went away after the first check).
+pub async fn store_with(outbox: bool) -> PgStore {
+    let schema = fresh_schema();
+    PgStore::connect(config(&schema).with_outbox(outbox))
+        .await
+        .expect("connect store")
+}
+
+/// Whether the server is reachable (fails under CI when not).
+pub async fn reachable() -> bool {
+    let attempt = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(5))
+        .connect(&url())
+        .await;
+    match longshore_testkit::require_broker("postgres", &url(), attempt) {
+        Some(pool) => {
+            cleanup_old_schemas(&pool).await;
+            pool.close().await;
+            true
+        }
+        None => false,
+    }
+}

@@ -1,0 +1,51 @@
+//! The whole conformance suite against the PostgreSQL server at `DATABASE_URL`: every test gets
+//! its own schema.
+
+mod common;
+
+use std::sync::Arc;
+
+use longshore_core::async_trait;
+use longshore_core::{EventStore, Inbox, Outbox, Publisher, Subscriber};
+use longshore_postgres::PgBroker;
+use longshore_testkit::{BrokerFactory, StoreFactory};
+
+struct Broker(PgBroker);
+
+#[async_trait]
+impl BrokerFactory for Broker {
+    async fn publisher(&self) -> Arc<dyn Publisher> {
+        Arc::new(self.0.publisher())
+    }
+    async fn subscriber(&self) -> Arc<dyn Subscriber> {
+        Arc::new(self.0.subscriber())
+    }
+}
+
+async fn broker() -> Option<Broker> {
+    common::broker().await.map(Broker)
+}
+
+struct Store;
+
+#[async_trait]
+impl StoreFactory for Store {
+    async fn store(&self) -> Arc<dyn EventStore> {
+        Arc::new(common::store_with(false).await)
+    }
+    async fn store_with_outbox(&self) -> Option<(Arc<dyn EventStore>, Arc<dyn Outbox>)> {
+        let store = common::store_with(true).await;
+        Some((Arc::new(store.clone()), Arc::new(store)))
+    }
+    async fn inbox(&self) -> Option<Arc<dyn Inbox>> {
+        Some(Arc::new(common::store_with(false).await.inbox()))
+    }
+}
+
+async fn store() -> Option<Store> {
+    common::reachable().await.then_some(Store)
+}
+
+longshore_testkit::broker_conformance!(broker);
+longshore_testkit::runtime_conformance!(broker);
+longshore_testkit::store_conformance!(store);

@@ -40,7 +40,7 @@ use crate::BACKEND;
 /// The anchored regular expression (PostgreSQL ARE) matching `'.' || topic` for an AMQP-style
 /// pattern: `*` is one word, `#` zero or more. Words are `[A-Za-z0-9_-]` (validated), so they
 /// contain no regex metacharacters.
-pub(crate) fn pattern_regex(pattern: &str) -> String {
+pub fn pattern_regex(pattern: &str) -> String {
     let mut r = String::from("^");
     for word in pattern.split('.') {
         match word {

@@ -275,7 +275,14 @@ impl Inner {
             return NatsError::PermissionDenied(v);
         }
         match kind {
-            K::NoResponders => NatsError::JetStreamDisabled,
+            // After connect proved JetStream is there, silence means it is restarting or
+            // recovering: retryable.
+            K::NoResponders => NatsError::Unreachable {
+                url: self.config.url.redacted(),
+                reason: format!(
+                    "{operation}: JetStream did not answer (server starting or JetStream disabled)"
+                ),
+            },
             K::TimedOut => NatsError::Timeout {
                 operation,
                 after: self.config.request_timeout,
@@ -289,10 +296,24 @@ impl Inner {
 
     async fn check_jetstream(&self) -> Result<(), Error> {
         // `$JS.API.INFO` answers on every JetStream-enabled account.
-        match self
-            .api::<serde_json::Value, _>("account info", "INFO".into(), &serde_json::json!({}))
-            .await?
-        {
+        let started = Instant::now();
+        let answer = self
+            .js
+            .request::<_, _, Response<serde_json::Value>>("INFO", &serde_json::json!({}))
+            .await;
+        let answer = match answer {
+            Ok(Response::Ok(v)) => Ok(v),
+            Ok(Response::Err { error }) => Err(error),
+            Err(e) if e.kind() == jetstream::context::RequestErrorKind::NoResponders => {
+                return Err(NatsError::JetStreamDisabled.into())
+            }
+            Err(e) => {
+                return Err(self
+                    .request_error("account info", started, e.kind(), &e.to_string())
+                    .into())
+            }
+        };
+        match answer {
             Ok(_) => Ok(()),
             Err(e) if e.code() == 503 => Err(NatsError::JetStreamDisabled.into()),
             Err(e) => Err(NatsError::Api {

@@ -80,27 +80,17 @@ fn pattern_filters(prefix: &str, pattern: &str) -> (Vec<String>, bool) {
             (vec![prefix_words.join(".")], true)
         }
         Some(i) if i == words.len() - 1 => {
-            let head = &words[..i];
-            let mut out = Vec::new();
-            let mut exact = true;
-            let mut with_rest = prefix_words.clone();
-            with_rest.extend(head);
-            if head.is_empty() && prefix_words.is_empty() {
-                // `#` alone without a prefix: every subject.
-                out.push(">".to_string());
-            } else {
-                if !head.is_empty() {
-                    out.push(with_rest.join("."));
-                } else {
-                    // `#` alone under a prefix: topics are never empty, so `<prefix>.>` is exact.
-                }
-                with_rest.push(">");
-                out.push(with_rest.join("."));
+            // A trailing `#`: the subject without it (zero words) and everything below it.
+            // Topics are never empty, so a lone `#` needs only the `>` filter.
+            let mut base = prefix_words;
+            base.extend(&words[..i]);
+            let mut out = Vec::with_capacity(2);
+            if i > 0 {
+                out.push(base.join("."));
             }
-            if head.is_empty() && prefix_words.is_empty() {
-                exact = true;
-            }
-            (out, exact)
+            base.push(">");
+            out.push(base.join("."));
+            (out, true)
         }
         Some(i) => {
             // `#` in the middle: NATS cannot say it; take everything from there and match on

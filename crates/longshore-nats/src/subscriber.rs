@@ -11,7 +11,7 @@ use async_nats::jetstream::message::PublishMessage as Publish;
 use async_nats::StatusCode;
 use async_trait::async_trait;
 use bytes::Bytes;
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use longshore_core::subscriber::{dead_letter_message, dead_letter_topic};
 use longshore_core::topic::validate_topic;
 use longshore_core::{
@@ -386,6 +386,20 @@ impl Puller {
             if *self.closed.borrow() {
                 self.drain();
                 return None;
+            }
+            // Whatever already arrived comes first (also heartbeats: they keep the liveness
+            // check below honest when the stream was not polled for a while).
+            let buffered = self.sub.as_mut()?.next().now_or_never();
+            match buffered {
+                Some(None) => return None,
+                Some(Some(m)) => {
+                    self.last_activity = Instant::now();
+                    if let Some(d) = self.handle(m).await {
+                        return Some(d);
+                    }
+                    continue;
+                }
+                None => {}
             }
             let now = Instant::now();
             while self.requests.front().is_some_and(|(_, exp)| *exp <= now) {

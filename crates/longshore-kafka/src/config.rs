@@ -247,6 +247,10 @@ impl KafkaConfig {
     pub(crate) fn apply_properties(&self, c: &mut rdkafka::ClientConfig) {
         for (k, v) in &self.properties {
             c.set(k, v);
+            if k == "debug" {
+                // librdkafka's debug contexts log at debug level; let them through to tracing.
+                c.set_log_level(rdkafka::config::RDKafkaLogLevel::Debug);
+            }
         }
     }
 }

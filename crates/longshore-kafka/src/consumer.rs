@@ -172,14 +172,25 @@ impl Subscriber for KafkaSubscriber {
             return Err(Error::Closed("kafka subscriber"));
         }
         let plan = self.plan(subscription).await?;
-        let topics = current_topics(&self.shared, &plan).await?;
         self.prune();
+        // A consumer of this group in this process that is leaving it right now would make the
+        // new one join twice; on some brokers (tansu) a leader leaving during a join even
+        // wedges the group. Let it finish leaving first (bounded).
+        let group_key = format!("{}/{}", self.shared.config.bootstrap_servers, subscription.name);
+        for mut done in leaving_members(&group_key) {
+            let _ = tokio::time::timeout(self.shared.config.close_timeout, done.wait_for(|d| *d))
+                .await;
+        }
+        let topics = current_topics(&self.shared, &plan).await?;
 
         let (cmd_tx, cmd_rx) = mpsc::channel::<Cmd>();
         let (out_tx, out_rx) = tmpsc::unbounded_channel();
         let (joined_tx, joined_rx) = oneshot::channel();
         let (done_tx, done_rx) = watch::channel(false);
+        let leaving = Arc::new(AtomicBool::new(false));
+        let self_leaving = leaving.clone();
         let worker = Worker {
+            leaving: leaving.clone(),
             shared: self.shared.clone(),
             subscription: plan.subscription.clone(),
             prefetch: usize::from(plan.subscription.prefetch.max(1)),
@@ -191,6 +202,7 @@ impl Subscriber for KafkaSubscriber {
             .name(format!("longshore-kafka-{}", plan.subscription.name))
             .spawn(move || worker.run(topics, cmd_rx, joined_tx, done_tx))
             .map_err(|e| Error::backend(BACKEND, true, e))?;
+        register_member(&group_key, leaving.clone(), done_rx.clone());
         lock(&self.consumers).push(Control {
             cmd: cmd_tx.clone(),
             done: done_rx.clone(),
@@ -225,8 +237,12 @@ impl Subscriber for KafkaSubscriber {
         }
 
         // The stream holds a command sender so the thread never mistakes "no ackers left" for
-        // "everyone is gone" while the stream lives.
-        let guard = cmd_tx;
+        // "everyone is gone" while the stream lives; dropping it marks the member as leaving
+        // at once, before the thread notices.
+        let guard = StreamGuard {
+            _cmd: cmd_tx,
+            leaving: self_leaving,
+        };
         Ok(Box::pin(stream::unfold(
             (out_rx, guard),
             |(mut rx, guard)| async move { rx.recv().await.map(|item| (item, (rx, guard))) },
@@ -267,6 +283,47 @@ impl Drop for KafkaSubscriber {
     fn drop(&mut self) {
         // Streams and ackers keep their consumers alive; nothing to do here.
     }
+}
+
+struct StreamGuard {
+    _cmd: mpsc::Sender<Cmd>,
+    leaving: Arc<AtomicBool>,
+}
+
+impl Drop for StreamGuard {
+    fn drop(&mut self) {
+        self.leaving.store(true, Ordering::Release);
+    }
+}
+
+type Member = (Arc<AtomicBool>, watch::Receiver<bool>);
+
+/// Consumers of this process by `bootstrap/group`, to let a new member wait for one leaving.
+fn members() -> &'static Mutex<std::collections::HashMap<String, Vec<Member>>> {
+    static MEMBERS: std::sync::OnceLock<Mutex<std::collections::HashMap<String, Vec<Member>>>> =
+        std::sync::OnceLock::new();
+    MEMBERS.get_or_init(Default::default)
+}
+
+fn register_member(key: &str, leaving: Arc<AtomicBool>, done: watch::Receiver<bool>) {
+    let mut all = lock(members());
+    all.retain(|_, v| {
+        v.retain(|(_, d)| !*d.borrow());
+        !v.is_empty()
+    });
+    all.entry(key.to_string()).or_default().push((leaving, done));
+}
+
+fn leaving_members(key: &str) -> Vec<watch::Receiver<bool>> {
+    lock(members())
+        .get(key)
+        .map(|v| {
+            v.iter()
+                .filter(|(l, d)| l.load(Ordering::Acquire) && !*d.borrow())
+                .map(|(_, d)| d.clone())
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// Re-reads the topic list of a wildcard subscription and tells the consumer when it changed.
@@ -362,6 +419,7 @@ impl ConsumerContext for Ctx {
 
 struct Worker {
     shared: Arc<Shared>,
+    leaving: Arc<AtomicBool>,
     subscription: Subscription,
     prefetch: usize,
     cmd_tx: mpsc::Sender<Cmd>,
@@ -446,6 +504,7 @@ impl Worker {
         };
         self.pump(&consumer, &state, &cmd_rx, &mut local);
 
+        self.leaving.store(true, Ordering::Release);
         // Close: drop the stream, commit what is stored, leave the group. Polling until
         // `closed()` serves the final revoke; messages fetched meanwhile are dropped unstored.
         self.out = None;
@@ -518,6 +577,7 @@ impl Worker {
             // 3. The stream is gone: stop fetching, serve ackers until none is left.
             let open = self.out.as_ref().is_some_and(|o| !o.is_closed());
             if !open {
+                self.leaving.store(true, Ordering::Release);
                 if local.in_flight == 0 {
                     return;
                 }

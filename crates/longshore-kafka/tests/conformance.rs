@@ -1,9 +1,70 @@
-//! The Kafka adapter held to the whole conformance suite, against the broker at
-//! `KAFKA_BROKERS` (default 127.0.0.1:9092).
+//! The Kafka adapter held to the conformance suite, against the broker at `KAFKA_BROKERS`
+//! (default 127.0.0.1:9092; CI runs tansu, see `scripts/kafka-broker.sh`).
+//!
+//! The runtime scenarios run through the testkit's macro. The broker scenarios are listed
+//! here one by one (same names, same module) only so that one scenario can carry an
+//! `#[ignore]` with its reason; every other scenario runs unchanged.
 
 mod common;
 
 use common::factory;
 
-longshore_testkit::broker_conformance!(factory);
 longshore_testkit::runtime_conformance!(factory);
+
+macro_rules! scenarios {
+    ($($name:ident),+ $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                let Some(f) = factory().await else { return };
+                longshore_testkit::broker::$name(&f).await;
+            }
+        )+
+    };
+}
+
+mod broker_conformance {
+    use super::*;
+
+    scenarios!(
+        publish_then_subscribe_keeps_id_payload_headers_key,
+        concurrent_publishers_and_subscribers,
+        many_topics_at_once,
+        nack_redelivers,
+        nack_with_delay_redelivers,
+        reopen_repeatedly_without_loss,
+        concurrent_subscribe_and_close,
+        publisher_close_flushes_everything,
+        topic_isolation,
+        dropped_consumer_then_new_one_gets_everything,
+        fanout_and_competing_consumers,
+        wildcard_star,
+        wildcard_hash,
+        hash_matches_zero_words,
+        several_patterns_on_one_subscription,
+        dead_letter_carries_reason_and_topic,
+        dead_letters_can_be_replayed,
+        subscription_keeps_messages_before_consumer_starts,
+        batch_publish_keeps_order,
+        empty_batch_is_ok,
+        large_payload_at_limit,
+        oversized_payload_is_rejected,
+        invalid_names_are_rejected,
+        closed_publisher_refuses,
+        ordering_per_key_single_consumer,
+        redelivery_counts_attempts,
+    );
+
+    /// The scenario publishes two keyless messages and asserts the first delivery is the
+    /// first one published. Kafka orders only within a partition; keyless messages are spread
+    /// over the partitions (which `fanout_and_competing_consumers` relies on), so their
+    /// relative order is not defined and the assertion fails whenever the second message's
+    /// partition is fetched first. `tests/kafka.rs` runs the same prefetch check with one
+    /// key (`keyed_unacked_message_blocks_next_with_prefetch_one`).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    #[ignore = "assumes order between keyless messages, which Kafka does not define across partitions; keyed variant in tests/kafka.rs"]
+    async fn unacked_message_blocks_next_with_prefetch_one() {
+        let Some(f) = factory().await else { return };
+        longshore_testkit::broker::unacked_message_blocks_next_with_prefetch_one(&f).await;
+    }
+}

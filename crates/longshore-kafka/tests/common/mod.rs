@@ -22,6 +22,9 @@ pub fn config() -> KafkaConfig {
         .unwrap_or(6000);
     c.session_timeout = Duration::from_millis(session);
     c.request_timeout = Duration::from_secs(10);
+    if let Ok(d) = std::env::var("KAFKA_DEBUG") {
+        c = c.with_property("debug", d);
+    }
     c
 }
 
@@ -37,7 +40,18 @@ impl BrokerFactory for Kafka {
     }
 }
 
+/// `RUST_LOG=longshore_kafka=debug` shows the adapter's logs in test output.
+pub fn init_logs() {
+    if std::env::var("RUST_LOG").is_ok() {
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_test_writer()
+            .try_init();
+    }
+}
+
 pub async fn connect_with(config: KafkaConfig) -> Option<KafkaBroker> {
+    init_logs();
     let url = format!("kafka://{}", brokers());
     longshore_testkit::require_broker("kafka", &url, KafkaBroker::connect(config).await)
 }

@@ -208,10 +208,7 @@ impl ConfirmChannel {
 
     fn live(&self) -> Option<Channel> {
         let guard = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        guard
-            .as_ref()
-            .filter(|c| c.status().connected())
-            .cloned()
+        guard.as_ref().filter(|c| c.status().connected()).cloned()
     }
 
     /// The live confirm channel, opening one (and re-declaring the exchanges) if needed.

@@ -49,7 +49,10 @@ pub(crate) fn properties(message: &Message) -> Result<BasicProperties, Error> {
                 name.chars().take(32).collect::<String>()
             ))
         })?;
-        table.insert(name, AMQPValue::LongString(LongString::from(value.as_bytes())));
+        table.insert(
+            name,
+            AMQPValue::LongString(LongString::from(value.as_bytes())),
+        );
     }
     if let Some(key) = &message.key {
         table.insert(
@@ -80,7 +83,11 @@ fn value_string(value: &AMQPValue) -> Option<String> {
 }
 
 /// A received message: the [`Message`] and the attempt number.
-pub(crate) fn message(properties: &BasicProperties, data: Vec<u8>, redelivered: bool) -> (Message, u32) {
+pub(crate) fn message(
+    properties: &BasicProperties,
+    data: Vec<u8>,
+    redelivered: bool,
+) -> (Message, u32) {
     let mut headers = Headers::new();
     let mut key = None;
     let mut delivery_count = None;

@@ -14,7 +14,9 @@ pub const BACKEND: &str = "rabbitmq";
 pub enum RabbitError {
     /// The message was published with `mandatory` and no queue is bound for its routing key:
     /// the broker returned it. Maps to a non-retryable [`Error::Rejected`].
-    #[error("unroutable: no queue on exchange {exchange:?} is bound for {routing_key:?} ({reply})")]
+    #[error(
+        "unroutable: no queue on exchange {exchange:?} is bound for {routing_key:?} ({reply})"
+    )]
     Unroutable {
         /// The exchange published to.
         exchange: String,
@@ -143,10 +145,7 @@ pub(crate) fn map_connect(e: lapin::Error) -> Error {
         {
             return Error::Unauthorized {
                 backend: BACKEND,
-                message: format!(
-                    "login refused: {}",
-                    amqp.get_message().as_str()
-                ),
+                message: format!("login refused: {}", amqp.get_message().as_str()),
             };
         }
     }

@@ -7,7 +7,9 @@ use futures::future::join_all;
 use lapin::options::BasicPublishOptions;
 use lapin::{BasicProperties, Confirmation, PublisherConfirm};
 use longshore_core::topic::validate_topic;
-use longshore_core::{async_trait, BatchError, Capabilities, Error, FailedMessage, Message, Publisher};
+use longshore_core::{
+    async_trait, BatchError, Capabilities, Error, FailedMessage, Message, Publisher,
+};
 use tokio::time::Instant;
 use tracing::Instrument;
 
@@ -137,10 +139,12 @@ impl ConfirmChannel {
                             .collect();
                     } else {
                         let message = e.to_string();
-                        failed.extend(pending.drain(..).map(|(index, message_, _)| FailedMessage {
-                            index,
-                            message: message_,
-                            error: clone_error(&e, &message),
+                        failed.extend(pending.drain(..).map(|(index, message_, _)| {
+                            FailedMessage {
+                                index,
+                                message: message_,
+                                error: clone_error(&e, &message),
+                            }
                         }));
                     }
                 }
@@ -185,13 +189,15 @@ impl ConfirmChannel {
             }
             let delay = self.shared().config.backoff(attempt);
             if Instant::now() + delay >= deadline || self.shared().is_closed() {
-                failed.extend(retry.into_iter().map(|((index, message, _), why)| {
-                    FailedMessage {
-                        index,
-                        message,
-                        error: RabbitError::ConfirmLost(why).into(),
-                    }
-                }));
+                failed.extend(
+                    retry
+                        .into_iter()
+                        .map(|((index, message, _), why)| FailedMessage {
+                            index,
+                            message,
+                            error: RabbitError::ConfirmLost(why).into(),
+                        }),
+                );
                 break;
             }
             tracing::warn!(
@@ -326,7 +332,11 @@ impl Publisher for RabbitPublisher {
             }
         }
         if !items.is_empty() {
-            failed.extend(self.channel.publish_pipelined(self.route(topic), items).await);
+            failed.extend(
+                self.channel
+                    .publish_pipelined(self.route(topic), items)
+                    .await,
+            );
         }
         if failed.is_empty() {
             Ok(())

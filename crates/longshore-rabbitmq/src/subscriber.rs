@@ -166,7 +166,11 @@ fn requeue() -> BasicNackOptions {
 }
 
 /// Opens a channel, declares the topology, sets the prefetch and starts consuming.
-async fn open_consumer(shared: &Shared, topology: &Topology, prefetch: u16) -> Result<Active, Error> {
+async fn open_consumer(
+    shared: &Shared,
+    topology: &Topology,
+    prefetch: u16,
+) -> Result<Active, Error> {
     let deadline = Instant::now() + shared.config.publish_timeout;
     let channel = shared.channel(deadline).await?;
     let result = async {
@@ -340,7 +344,7 @@ impl StreamState {
                     self.attempt = 0;
                     self.reported = false;
                 }
-                Err(e) if matches!(e, Error::Closed(_)) => {
+                Err(Error::Closed(_)) => {
                     self.done = true;
                     return None;
                 }
@@ -388,7 +392,9 @@ impl Subscriber for RabbitSubscriber {
         let topology = Topology::of(subscription);
         let deadline = Instant::now() + self.shared.config.publish_timeout;
         let channel = self.shared.channel(deadline).await?;
-        let result = topology.declare(&channel, &self.shared.config.exchange).await;
+        let result = topology
+            .declare(&channel, &self.shared.config.exchange)
+            .await;
         close_channel(&channel).await;
         result
     }

@@ -14,7 +14,9 @@ pub fn amqp_url() -> String {
 
 /// A broker on `AMQP_URL` with `config` applied, or `None` (skip, reason printed) when the
 /// broker is unreachable outside CI.
-pub async fn broker_with(config: impl FnOnce(RabbitConfig) -> RabbitConfig) -> Option<RabbitBroker> {
+pub async fn broker_with(
+    config: impl FnOnce(RabbitConfig) -> RabbitConfig,
+) -> Option<RabbitBroker> {
     let url = amqp_url();
     let attempt = match RabbitConfig::from_url(&url) {
         Ok(c) => RabbitBroker::connect(config(c)).await,

@@ -115,7 +115,10 @@ async fn silent_host_times_out() {
 
 #[tokio::test]
 async fn bad_url_is_a_config_error_without_the_password() {
-    for url in ["amqp://u:s3cret-url@[::1/", "http://u:s3cret-url@localhost/"] {
+    for url in [
+        "amqp://u:s3cret-url@[::1/",
+        "http://u:s3cret-url@localhost/",
+    ] {
         let e = RabbitBroker::connect_url(url).await.expect_err("bad url");
         assert!(matches!(e, Error::Config(_)), "{e:?}");
         assert!(!format!("{e} {e:?}").contains("s3cret-url"));

@@ -80,9 +80,7 @@ async fn run_python(args: &[&str]) -> (bool, Vec<Value>) {
     (out.status.success(), lines)
 }
 
-async fn next_json(
-    lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>,
-) -> Value {
+async fn next_json(lines: &mut tokio::io::Lines<BufReader<tokio::process::ChildStdout>>) -> Value {
     let line = within("a line from the seed consumer", lines.next_line())
         .await
         .expect("read")
@@ -114,8 +112,12 @@ async fn seed_publisher_reaches_longshore_consumer_by_event_type() {
     .on(move |e: OrderCancelled, ctx| {
         let tx = tx2.clone();
         async move {
-            tx.send(("order_cancelled".into(), ctx.event.id.to_string(), e.order_id))
-                .map_err(HandlerError::permanent)
+            tx.send((
+                "order_cancelled".into(),
+                ctx.event.id.to_string(),
+                e.order_id,
+            ))
+            .map_err(HandlerError::permanent)
         }
     })
     .start()
@@ -124,7 +126,8 @@ async fn seed_publisher_reaches_longshore_consumer_by_event_type() {
     // The seed's consumer declaring the same queue gets no PRECONDITION_FAILED.
     let (ok, lines) = run_python(&["declare", &url, &queue]).await;
     assert!(ok, "seed declaration of {queue}: {lines:?}");
-    let (ok, published) = run_python(&["publish", &url, &exchange, &prefix, &COUNT.to_string()]).await;
+    let (ok, published) =
+        run_python(&["publish", &url, &exchange, &prefix, &COUNT.to_string()]).await;
     assert!(ok, "seed publisher failed: {published:?}");
     assert_eq!(published.len(), COUNT);
     let expected: BTreeSet<(String, String, String)> = published
@@ -139,7 +142,11 @@ async fn seed_publisher_reaches_longshore_consumer_by_event_type() {
         .collect();
     let mut got = BTreeSet::new();
     while got.len() < COUNT {
-        got.insert(within("seed events handled", rx.recv()).await.expect("handler"));
+        got.insert(
+            within("seed events handled", rx.recv())
+                .await
+                .expect("handler"),
+        );
     }
     assert_eq!(got, expected, "each event went to the handler of its type");
     let stats = consumer.shutdown(Duration::from_secs(10)).await;

@@ -53,7 +53,10 @@ async fn unroutable_publish_is_a_typed_error_by_default() {
         err.failed.iter().map(|f| f.index).collect::<Vec<_>>(),
         vec![0, 1, 2, 3, 4]
     );
-    assert_eq!(err.failed[2].message, batch[2], "messages come back untouched");
+    assert_eq!(
+        err.failed[2].message, batch[2],
+        "messages come back untouched"
+    );
     // Once a subscription matches, the same publish goes through.
     let sub = Subscription::new(n.sub("late"), [n.topic("nobody.#")]);
     broker
@@ -116,7 +119,13 @@ async fn broker_nack_is_an_error_and_only_nacked_messages_fail() {
     );
     for f in &err.failed {
         assert!(
-            matches!(f.error, Error::Rejected { retryable: true, .. }),
+            matches!(
+                f.error,
+                Error::Rejected {
+                    retryable: true,
+                    ..
+                }
+            ),
             "{:?}",
             f.error
         );

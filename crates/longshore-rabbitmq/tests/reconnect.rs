@@ -20,7 +20,11 @@ const LIMIT: Duration = Duration::from_secs(240);
 /// Runs `rabbitmqctl close_all_connections`; `Err` if the tool is missing or fails.
 async fn close_all_connections() -> Result<(), String> {
     let out = tokio::process::Command::new("rabbitmqctl")
-        .args(["close_all_connections", "--global", "longshore reconnect test"])
+        .args([
+            "close_all_connections",
+            "--global",
+            "longshore reconnect test",
+        ])
         .output()
         .await
         .map_err(|e| format!("rabbitmqctl not runnable: {e}"))?;
@@ -136,7 +140,10 @@ async fn ten_thousand_messages_survive_two_forced_disconnects() {
     assert_eq!(confirmed + unconfirmed, TOTAL);
     // With retries on a new channel nothing should be lost to the two cuts.
     assert_eq!(unconfirmed, 0, "publishes were retried until confirmed");
-    assert!(broker.reconnects() >= 2, "the connection was re-opened twice");
+    assert!(
+        broker.reconnects() >= 2,
+        "the connection was re-opened twice"
+    );
     subscriber.close().await.expect("close");
     let stream_errors = tokio::time::timeout(Duration::from_secs(30), consumer)
         .await

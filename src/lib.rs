@@ -34,6 +34,26 @@ pub use longshore_core::*;
 /// The in-memory adapter (always available).
 pub use longshore_core::memory;
 
+/// The RabbitMQ adapter (lapin).
+#[cfg(feature = "rabbitmq")]
+#[cfg_attr(docsrs, doc(cfg(feature = "rabbitmq")))]
+pub use longshore_rabbitmq as rabbitmq;
+
+/// The Kafka adapter (rdkafka).
+#[cfg(feature = "kafka")]
+#[cfg_attr(docsrs, doc(cfg(feature = "kafka")))]
+pub use longshore_kafka as kafka;
+
+/// The NATS JetStream adapter (async-nats).
+#[cfg(feature = "nats")]
+#[cfg_attr(docsrs, doc(cfg(feature = "nats")))]
+pub use longshore_nats as nats;
+
+/// The PostgreSQL adapter (sqlx): event store, outbox, inbox and queue.
+#[cfg(feature = "postgres")]
+#[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
+pub use longshore_postgres as postgres;
+
 /// The names most services need, for `use longshore::prelude::*`.
 pub mod prelude {
     pub use longshore_core::{

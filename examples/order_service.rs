@@ -97,7 +97,15 @@ async fn main() -> Result<(), BoxError> {
     .await?;
 
     // Record the events in the store (one stream per order), then publish them.
-    let store = ls.store()?;
+    let store = match ls.store() {
+        Ok(store) => store,
+        Err(e) => {
+            // This broker has no store of its own and LONGSHORE_STORE_URL is not set: say so
+            // and keep this demo's history in memory.
+            println!("note: {e}; using an in-memory store for this run");
+            Arc::new(longshore::memory::MemoryStore::new()) as Arc<dyn EventStore>
+        }
+    };
     let publisher = EventPublisher::new(ls.publisher.clone());
     let orders = [
         ("o-1", "ada", 1250),

@@ -125,19 +125,107 @@ fn memory() -> Longshore {
     }
 }
 
-#[allow(clippy::needless_return, unreachable_code)]
+/// Handles for a broker without an event store of its own.
+#[allow(dead_code)]
+fn broker_only(
+    backend: &'static str,
+    url: &str,
+    publisher: Arc<dyn Publisher>,
+    subscriber: Arc<dyn Subscriber>,
+) -> Longshore {
+    Longshore {
+        backend,
+        publisher,
+        subscriber,
+        store: None,
+        outbox: None,
+        inbox: Arc::new(MemoryInbox::default()),
+        url: redact_url(url),
+    }
+}
+
 async fn connect_broker(url: &str) -> Result<Longshore, ConnectError> {
     let scheme = scheme(url)?.to_ascii_lowercase();
     match scheme.as_str() {
         "memory" => Ok(memory()),
-        "amqp" | "amqps" => disabled(&scheme, "rabbitmq"),
-        "kafka" => disabled(&scheme, "kafka"),
-        "nats" | "tls" => disabled(&scheme, "nats"),
-        "postgres" | "postgresql" => disabled(&scheme, "postgres"),
+        "amqp" | "amqps" => rabbitmq(url).await,
+        "kafka" => kafka(url).await,
+        "nats" | "tls" => nats(url).await,
+        "postgres" | "postgresql" => postgres(url).await,
         _ => Err(ConnectError::UnknownScheme {
             url: redact_url(url),
         }),
     }
+}
+
+#[cfg(feature = "rabbitmq")]
+async fn rabbitmq(url: &str) -> Result<Longshore, ConnectError> {
+    let broker = longshore_rabbitmq::RabbitBroker::connect_url(url).await?;
+    Ok(broker_only(
+        "rabbitmq",
+        url,
+        Arc::new(broker.publisher()),
+        Arc::new(broker.subscriber()),
+    ))
+}
+
+#[cfg(not(feature = "rabbitmq"))]
+async fn rabbitmq(url: &str) -> Result<Longshore, ConnectError> {
+    disabled(scheme(url)?, "rabbitmq")
+}
+
+#[cfg(feature = "kafka")]
+async fn kafka(url: &str) -> Result<Longshore, ConnectError> {
+    let broker = longshore_kafka::KafkaBroker::connect_url(url).await?;
+    Ok(broker_only(
+        "kafka",
+        url,
+        Arc::new(broker.publisher()),
+        Arc::new(broker.subscriber()),
+    ))
+}
+
+#[cfg(not(feature = "kafka"))]
+async fn kafka(url: &str) -> Result<Longshore, ConnectError> {
+    disabled(scheme(url)?, "kafka")
+}
+
+#[cfg(feature = "nats")]
+async fn nats(url: &str) -> Result<Longshore, ConnectError> {
+    let broker = longshore_nats::NatsBroker::connect_url(url).await?;
+    Ok(broker_only(
+        "nats",
+        url,
+        Arc::new(broker.publisher()),
+        Arc::new(broker.subscriber()),
+    ))
+}
+
+#[cfg(not(feature = "nats"))]
+async fn nats(url: &str) -> Result<Longshore, ConnectError> {
+    disabled(scheme(url)?, "nats")
+}
+
+#[cfg(feature = "postgres")]
+async fn postgres(url: &str) -> Result<Longshore, ConnectError> {
+    let config = longshore_postgres::PgConfig::from_url(url)?;
+    let broker = longshore_postgres::PgBroker::connect(config.clone()).await?;
+    let store = longshore_postgres::PgStore::connect(config).await?;
+    let mut handles = broker_only(
+        "postgres",
+        url,
+        Arc::new(broker.publisher()),
+        Arc::new(broker.subscriber()),
+    );
+    handles.inbox = Arc::new(store.inbox());
+    handles.outbox = Some(Arc::new(store.clone()));
+    handles.store = Some(Arc::new(store));
+    Ok(handles)
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn postgres(url: &str) -> Result<Longshore, ConnectError> {
+    disabled(scheme(url)?, "postgres")
 }
 
 type StoreHandles = (
@@ -153,13 +241,30 @@ async fn connect_store(url: &str) -> Result<StoreHandles, ConnectError> {
             let store = MemoryStore::with_outbox();
             Ok((Arc::new(store.clone()), Some(Arc::new(store)), None))
         }
-        "postgres" | "postgresql" => disabled(&scheme, "postgres"),
+        "postgres" | "postgresql" => postgres_store(url).await,
         _ => Err(ConnectError::UnknownScheme {
             url: redact_url(url),
         }),
     }
 }
 
+#[cfg(feature = "postgres")]
+async fn postgres_store(url: &str) -> Result<StoreHandles, ConnectError> {
+    let config = longshore_postgres::PgConfig::from_url(url)?;
+    let store = longshore_postgres::PgStore::connect(config).await?;
+    Ok((
+        Arc::new(store.clone()),
+        Some(Arc::new(store.clone())),
+        Some(Arc::new(store.inbox())),
+    ))
+}
+
+#[cfg(not(feature = "postgres"))]
+async fn postgres_store(url: &str) -> Result<StoreHandles, ConnectError> {
+    disabled(scheme(url)?, "postgres")
+}
+
+#[allow(dead_code)]
 fn disabled<T>(scheme: &str, feature: &'static str) -> Result<T, ConnectError> {
     Err(ConnectError::FeatureDisabled {
         scheme: scheme.to_string(),

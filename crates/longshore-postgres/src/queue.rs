@@ -29,6 +29,7 @@ use longshore_core::{
 use sqlx::postgres::{PgPool, PgRow};
 use sqlx::{AssertSqlSafe, Postgres, Row, SqlSafeStr, SqlStr};
 use tokio::sync::Notify;
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::config::PgConfig;
@@ -313,6 +314,12 @@ impl PgPublisher {
             .bind(payloads)
             .bind(&self.inner.channel)
             .execute(&self.inner.pool)
+            .instrument(tracing::debug_span!(
+                "longshore.publish",
+                backend = BACKEND,
+                topic,
+                messages = n
+            ))
             .await
             .map_err(map_error)?;
         Ok(())
@@ -458,6 +465,12 @@ impl Consumer {
             .bind(self.id)
             .bind(self.inner.config.visibility_timeout)
             .fetch_all(&self.inner.pool)
+            .instrument(tracing::debug_span!(
+                "longshore.receive",
+                backend = BACKEND,
+                subscription = %self.subscription,
+                room
+            ))
             .await
             .map_err(map_error)?;
         let mut decoded = Vec::with_capacity(rows.len());
@@ -552,7 +565,15 @@ impl StreamState {
             }
             let held = consumer.in_flight.load(Ordering::Acquire);
             if held < consumer.prefetch {
-                match consumer.fetch(consumer.prefetch - held).await {
+                // Fetch in a task of its own: if this future is dropped mid-fetch (a caller's
+                // timeout or select), the task still finishes and its deliveries, dropped
+                // unsettled, are given back at once instead of waiting out their lease.
+                let room = consumer.prefetch - held;
+                let fetcher = consumer.clone();
+                let fetched = tokio::spawn(async move { fetcher.fetch(room).await })
+                    .await
+                    .unwrap_or_else(|e| Err(Error::backend(BACKEND, true, e)));
+                match fetched {
                     Ok(batch) if !batch.is_empty() => {
                         self.failures = 0;
                         self.buffer.extend(batch);
@@ -720,15 +741,17 @@ impl Drop for PgAcker {
 #[async_trait]
 impl Acker for PgAcker {
     async fn ack(mut self: Box<Self>) -> Result<(), Error> {
+        // Settled from here on, even if this future is dropped: the row stays leased by us
+        // until the delete commits, and comes back after its lease if it never does.
         self.settled = true;
         let c = self.consumer.clone();
+        c.finish(self.row);
         let result = sqlx::query::<Postgres>(c.inner.sql.ack.clone())
             .bind(self.row)
             .bind(c.id)
             .bind(self.attempts)
             .execute(&c.inner.pool)
             .await;
-        c.finish(self.row);
         match result {
             Ok(r) if r.rows_affected() == 0 => {
                 tracing::warn!(subscription = %c.subscription, "ack after the lease expired; the message was redelivered");
@@ -742,10 +765,8 @@ impl Acker for PgAcker {
     async fn nack(mut self: Box<Self>, delay: Option<Duration>) -> Result<(), Error> {
         self.settled = true;
         let c = self.consumer.clone();
-        let result =
-            PgAcker::nack_row(&c, self.row, self.attempts, delay.unwrap_or(Duration::ZERO)).await;
         c.finish(self.row);
-        result
+        PgAcker::nack_row(&c, self.row, self.attempts, delay.unwrap_or(Duration::ZERO)).await
     }
 
     async fn dead_letter(

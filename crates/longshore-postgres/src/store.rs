@@ -15,11 +15,16 @@ use longshore_core::{
 };
 use sqlx::postgres::{PgPool, PgPoolOptions, PgRow};
 use sqlx::{AssertSqlSafe, Executor, PgConnection, Postgres, Row, SqlSafeStr, SqlStr};
+use tracing::Instrument;
 use uuid::Uuid;
 
 use crate::config::{PgConfig, Schema};
 use crate::error::{constraint, map_error, map_store_error, sqlstate};
 use crate::hub::Hub;
+
+/// How long `read_all` waits, at most, for older transactions to finish when committed events
+/// are held back by the watermark and the page is not full.
+const READ_ALL_SETTLE: Duration = Duration::from_millis(250);
 
 /// Most events one transaction may append: positions keep 16 bits for the index of an event
 /// within its transaction.
@@ -87,6 +92,7 @@ struct Sql {
     read_stream: SqlStr,
     read_all: SqlStr,
     any_after: SqlStr,
+    held_back: SqlStr,
     load_checkpoint: SqlStr,
     save_checkpoint: SqlStr,
     claim: SqlStr,
@@ -186,6 +192,9 @@ SELECT (SELECT n FROM dup) AS dup, (SELECT version FROM st) AS version,
             )),
             any_after: sql(format!(
                 "SELECT EXISTS (SELECT 1 FROM {events} WHERE position > $1 AND position < {WATERMARK})"
+            )),
+            held_back: sql(format!(
+                "SELECT EXISTS (SELECT 1 FROM {events} WHERE position > $1 AND position >= {WATERMARK})"
             )),
             load_checkpoint: sql(format!(
                 "SELECT position FROM {checkpoints} WHERE name = $1"
@@ -287,6 +296,15 @@ impl PgStore {
     /// The configuration.
     pub fn config(&self) -> &PgConfig {
         &self.inner.config
+    }
+
+    /// Checks that the server answers.
+    pub async fn health(&self) -> Result<(), Error> {
+        sqlx::query::<Postgres>("SELECT 1")
+            .execute(&self.inner.pool)
+            .await
+            .map(|_| ())
+            .map_err(map_error)
     }
 
     /// An inbox in the same schema.
@@ -403,15 +421,32 @@ impl PgStore {
         let row = match q.fetch_one(&mut *conn).await {
             Ok(row) => row,
             Err(e) if sqlstate(&e).as_deref() == Some("23505") => {
-                // A concurrent append stored one of these ids first.
+                // A unique violation: a concurrent append stored one of these ids first
+                // (`events_event_id_key`), or took this stream's next version
+                // (`events_stream_version_key`, only if something bypassed `streams`).
                 let first = events[0].id;
+                let version_conflict =
+                    constraint(&e).as_deref() == Some("events_stream_version_key");
                 if in_tx {
-                    return Err(StoreError::DuplicateEvent {
-                        event_id: first,
-                        detail: format!(
-                            "a concurrent append stored one of these ids ({}); the transaction is aborted",
-                            constraint(&e).unwrap_or_default()
-                        ),
+                    // The caller's transaction is aborted: no follow-up query is possible.
+                    return Err(if version_conflict {
+                        StoreError::Conflict(format!(
+                            "stream {stream_id:?}: its next version was written concurrently; \
+                             this transaction is aborted, retry it"
+                        ))
+                    } else {
+                        StoreError::DuplicateEvent {
+                            event_id: first,
+                            detail: "a concurrent transaction stored one of these ids; this transaction is aborted".into(),
+                        }
+                    });
+                }
+                if version_conflict {
+                    let current = self.stream_version(conn, stream_id).await?;
+                    return Err(StoreError::WrongExpectedVersion {
+                        stream_id: stream_id.to_string(),
+                        expected,
+                        actual: current,
                     });
                 }
                 return self
@@ -706,9 +741,19 @@ impl EventStore for PgStore {
     ) -> Result<AppendResult, StoreError> {
         // One statement in autocommit mode: the version check, the events, the outbox rows
         // and the notification commit atomically, in one round trip.
-        let mut conn = self.inner.pool.acquire().await.map_err(map_store_error)?;
-        self.append_on(&mut conn, false, stream_id, expected, events)
-            .await
+        let span = tracing::debug_span!(
+            "longshore.append",
+            backend = crate::BACKEND,
+            stream = stream_id,
+            events = events.len()
+        );
+        async {
+            let mut conn = self.inner.pool.acquire().await.map_err(map_store_error)?;
+            self.append_on(&mut conn, false, stream_id, expected, events)
+                .await
+        }
+        .instrument(span)
+        .await
     }
 
     async fn read_stream(
@@ -729,13 +774,39 @@ impl EventStore for PgStore {
     }
 
     async fn read_all(&self, after: u64, limit_n: usize) -> Result<Vec<RecordedEvent>, StoreError> {
-        let rows = sqlx::query::<Postgres>(self.inner.sql.read_all.clone())
-            .bind(to_i64(after))
-            .bind(limit(limit_n))
-            .fetch_all(&self.inner.pool)
-            .await
-            .map_err(map_store_error)?;
-        rows.iter().map(decode_event).collect()
+        // Committed events above the watermark wait for older transactions still running
+        // somewhere on the server. Those are usually a few milliseconds from committing, so
+        // a short page waits briefly for them (bounded), which gives sequential writers
+        // read-your-writes in practice; a long transaction only delays the page by the bound.
+        let deadline = tokio::time::Instant::now() + READ_ALL_SETTLE;
+        let mut pause = Duration::from_millis(1);
+        loop {
+            let rows = sqlx::query::<Postgres>(self.inner.sql.read_all.clone())
+                .bind(to_i64(after))
+                .bind(limit(limit_n))
+                .fetch_all(&self.inner.pool)
+                .await
+                .map_err(map_store_error)?;
+            let full = rows.len() >= limit_n;
+            if full || tokio::time::Instant::now() >= deadline {
+                return rows.iter().map(decode_event).collect();
+            }
+            let from = rows
+                .last()
+                .map_or(Ok(to_i64(after)), |r| r.try_get::<i64, _>("position"))
+                .map_err(map_store_error)?;
+            let held_back: bool =
+                sqlx::query_scalar::<Postgres, bool>(self.inner.sql.held_back.clone())
+                    .bind(from)
+                    .fetch_one(&self.inner.pool)
+                    .await
+                    .map_err(map_store_error)?;
+            if !held_back {
+                return rows.iter().map(decode_event).collect();
+            }
+            tokio::time::sleep(pause).await;
+            pause = (pause * 2).min(Duration::from_millis(50));
+        }
     }
 
     async fn load_checkpoint(&self, name: &str) -> Result<Option<u64>, StoreError> {

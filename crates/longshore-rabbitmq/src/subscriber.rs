@@ -335,7 +335,14 @@ impl StreamState {
                     _ = tokio::time::sleep(delay) => {}
                 }
             }
-            match open_consumer(&self.shared, &self.topology, self.prefetch).await {
+            let opened = {
+                let closed = &mut self.closed;
+                tokio::select! {
+                    _ = closed.changed() => continue,
+                    opened = open_consumer(&self.shared, &self.topology, self.prefetch) => opened,
+                }
+            };
+            match opened {
                 Ok(active) => {
                     if self.reported || self.attempt > 0 {
                         tracing::info!(queue = %self.topology.queue, "rabbitmq consumer re-subscribed");

@@ -3,7 +3,9 @@
 # installed server when the port is closed, bounded wait), that `rabbitmqctl` works (the
 # reconnect test force-closes connections with it), and that aio_pika is installed for the
 # interop tests (scripts/rabbitmq-python-interop.sh).
-# Usage: bash scripts/rabbitmq-broker.sh      (idempotent; exits non-zero if RabbitMQ never answers)
+# Usage: bash scripts/rabbitmq-broker.sh        (idempotent; exits non-zero if RabbitMQ never answers)
+#        bash scripts/rabbitmq-broker.sh clean  (also deletes the queues earlier test runs left:
+#                                                t<12 hex>-*, dlq.t<12 hex>-*, bench*-*, lapin-probe-*)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -31,3 +33,10 @@ fi
 echo "rabbitmq-broker: RabbitMQ $(rabbitmqctl -q version 2>/dev/null) answers on 127.0.0.1:5672"
 
 bash scripts/rabbitmq-python-interop.sh
+
+if [ "${1:-}" = clean ]; then
+  rabbitmqctl -q list_queues --no-table-headers name 2>/dev/null |
+    grep -E '^(dlq\.)?t[0-9a-f]{12}-|^(dlq\.)?bench[0-9a-f]{8}-|^lapin-probe-' |
+    "${LONGSHORE_PYTHON:-python3}" crates/longshore-rabbitmq/tests/python/delete_queues.py \
+      "${AMQP_URL:-amqp://guest:guest@127.0.0.1:5672/%2f}"
+fi

@@ -4,14 +4,13 @@
 //! local one). Not a test: it prints msg/s and ratios, and fails only if the broker is missing.
 //!
 //! Scenarios (persistent messages with a message id and two headers, 256-byte payload,
-//! `mandatory`, publisher confirms; each run alternates longshore and raw lapin and keeps the
-//! best of `ROUNDS`):
+//! `mandatory`, publisher confirms; `ROUNDS` rounds alternate which side goes first; it prints
+//! the best rate of each side and the median of the per-round ratios):
 //! 1. confirmed publish one by one (await each confirm);
 //! 2. confirmed publish in batches of `BATCH` (confirms pipelined);
 //! 3. publish → consume → ack: a batched publisher and one consumer (prefetch `PREFETCH`)
 //!    running together until every message is acked.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::join_all;
@@ -24,7 +23,9 @@ use lapin::options::{
 use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use longshore_core::{Message, Publisher, Subscriber, Subscription};
-use longshore_rabbitmq::{queue_arguments, RabbitBroker, RabbitConfig, DEFAULT_URL};
+use longshore_rabbitmq::{
+    queue_arguments, RabbitBroker, RabbitConfig, RabbitPublisher, RabbitSubscriber, DEFAULT_URL,
+};
 
 const ONE_BY_ONE: usize = 2_000;
 const BATCHED: usize = 20_000;
@@ -113,8 +114,132 @@ fn rate(n: usize, d: Duration) -> f64 {
 
 struct Pair {
     name: &'static str,
-    ours: f64,
-    raw: f64,
+    ours: Vec<f64>,
+    raw: Vec<f64>,
+}
+
+#[derive(Clone, Copy)]
+enum Scenario {
+    OneByOne,
+    Batched,
+    Pipeline,
+}
+
+impl Scenario {
+    fn name(self) -> &'static str {
+        match self {
+            Scenario::OneByOne => "confirmed publish, one by one",
+            Scenario::Batched => "confirmed publish, batches of 100",
+            Scenario::Pipeline => "publish → consume → ack",
+        }
+    }
+
+    /// One round through the adapter; msg/s.
+    async fn ours(
+        self,
+        publisher: &RabbitPublisher,
+        subscriber: &RabbitSubscriber,
+        queue: &str,
+        topic: &str,
+    ) -> f64 {
+        match self {
+            Scenario::OneByOne => {
+                let batch = messages(ONE_BY_ONE);
+                let t = Instant::now();
+                for m in batch {
+                    publisher.publish(topic, m).await.expect("publish");
+                }
+                rate(ONE_BY_ONE, t.elapsed())
+            }
+            Scenario::Batched => {
+                let all = messages(BATCHED);
+                let t = Instant::now();
+                publish_batches(publisher, topic, all).await;
+                rate(BATCHED, t.elapsed())
+            }
+            Scenario::Pipeline => {
+                let all = messages(PIPELINE);
+                let t = Instant::now();
+                let mut stream = subscriber
+                    .subscribe(
+                        &Subscription::new(queue.to_string(), [topic.to_string()])
+                            .with_prefetch(PREFETCH),
+                    )
+                    .await
+                    .expect("subscribe");
+                let consume = tokio::spawn(async move {
+                    for _ in 0..PIPELINE {
+                        let d = stream.next().await.expect("stream").expect("delivery");
+                        d.ack().await.expect("ack");
+                    }
+                });
+                publish_batches(publisher, topic, all).await;
+                consume.await.expect("consumer");
+                rate(PIPELINE, t.elapsed())
+            }
+        }
+    }
+
+    /// The same round with raw lapin; msg/s.
+    async fn raw(
+        self,
+        raw: &Raw,
+        conn: &Connection,
+        queue: &str,
+        topic: &str,
+        round: usize,
+    ) -> f64 {
+        match self {
+            Scenario::OneByOne => {
+                let batch = messages(ONE_BY_ONE);
+                let t = Instant::now();
+                raw.one_by_one(topic, &batch).await;
+                rate(ONE_BY_ONE, t.elapsed())
+            }
+            Scenario::Batched => {
+                let all = messages(BATCHED);
+                let t = Instant::now();
+                raw.batched(topic, &all).await;
+                rate(BATCHED, t.elapsed())
+            }
+            Scenario::Pipeline => {
+                let all = messages(PIPELINE);
+                let t = Instant::now();
+                let consumer_channel = conn.create_channel().await.expect("channel");
+                consumer_channel
+                    .basic_qos(PREFETCH, BasicQosOptions { global: false })
+                    .await
+                    .expect("qos");
+                let mut consumer = consumer_channel
+                    .basic_consume(
+                        queue.into(),
+                        format!("raw-{round}").as_str().into(),
+                        BasicConsumeOptions::default(),
+                        FieldTable::default(),
+                    )
+                    .await
+                    .expect("consume");
+                let consume = tokio::spawn(async move {
+                    for _ in 0..PIPELINE {
+                        let d = consumer.next().await.expect("stream").expect("delivery");
+                        d.acker.ack(BasicAckOptions::default()).await.expect("ack");
+                    }
+                    let _ = consumer_channel.close(200, "OK".into()).await;
+                });
+                raw.batched(topic, &all).await;
+                consume.await.expect("consumer");
+                rate(PIPELINE, t.elapsed())
+            }
+        }
+    }
+}
+
+async fn publish_batches(publisher: &RabbitPublisher, topic: &str, all: Vec<Message>) {
+    let mut it = all.into_iter().peekable();
+    while it.peek().is_some() {
+        let chunk: Vec<Message> = it.by_ref().take(BATCH).collect();
+        publisher.publish_batch(topic, chunk).await.expect("batch");
+    }
 }
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
@@ -179,124 +304,52 @@ async fn main() {
     raw.batched(&topic, &messages(BATCH)).await;
     purge(&admin, &queue).await;
 
+    let subscriber = broker.subscriber();
     let mut pairs = Vec::new();
-
-    // 1. One by one.
-    let (mut ours, mut theirs) = (0f64, 0f64);
-    for _ in 0..ROUNDS {
-        let batch = messages(ONE_BY_ONE);
-        let t = Instant::now();
-        for m in batch {
-            publisher.publish(&topic, m).await.expect("publish");
-        }
-        ours = ours.max(rate(ONE_BY_ONE, t.elapsed()));
-        purge(&admin, &queue).await;
-        let batch = messages(ONE_BY_ONE);
-        let t = Instant::now();
-        raw.one_by_one(&topic, &batch).await;
-        theirs = theirs.max(rate(ONE_BY_ONE, t.elapsed()));
-        purge(&admin, &queue).await;
-    }
-    pairs.push(Pair {
-        name: "confirmed publish, one by one",
-        ours,
-        raw: theirs,
-    });
-
-    // 2. Batched.
-    let (mut ours, mut theirs) = (0f64, 0f64);
-    for _ in 0..ROUNDS {
-        let all = messages(BATCHED);
-        let t = Instant::now();
-        let mut it = all.into_iter().peekable();
-        while it.peek().is_some() {
-            let chunk: Vec<Message> = it.by_ref().take(BATCH).collect();
-            publisher.publish_batch(&topic, chunk).await.expect("batch");
-        }
-        ours = ours.max(rate(BATCHED, t.elapsed()));
-        purge(&admin, &queue).await;
-        let all = messages(BATCHED);
-        let t = Instant::now();
-        raw.batched(&topic, &all).await;
-        theirs = theirs.max(rate(BATCHED, t.elapsed()));
-        purge(&admin, &queue).await;
-    }
-    pairs.push(Pair {
-        name: "confirmed publish, batches of 100",
-        ours,
-        raw: theirs,
-    });
-    let batched_over_single = pairs[1].ours / pairs[0].ours;
-
-    // 3. Publish → consume → ack, both running at once.
-    let (mut ours, mut theirs) = (0f64, 0f64);
-    let subscriber = Arc::new(broker.subscriber());
-    for round in 0..ROUNDS {
-        let t = Instant::now();
-        let mut stream = subscriber
-            .subscribe(&Subscription::new(queue.clone(), [topic.clone()]).with_prefetch(PREFETCH))
-            .await
-            .expect("subscribe");
-        let consume = tokio::spawn(async move {
-            for _ in 0..PIPELINE {
-                let d = stream.next().await.expect("stream").expect("delivery");
-                d.ack().await.expect("ack");
+    for scenario in [Scenario::OneByOne, Scenario::Batched, Scenario::Pipeline] {
+        let (mut ours, mut theirs) = (Vec::new(), Vec::new());
+        for round in 0..ROUNDS {
+            // Alternate who goes first, so that drifting machine load hits both alike.
+            for side in if round % 2 == 0 {
+                [true, false]
+            } else {
+                [false, true]
+            } {
+                let r = if side {
+                    scenario.ours(&publisher, &subscriber, &queue, &topic).await
+                } else {
+                    scenario.raw(&raw, &conn, &queue, &topic, round).await
+                };
+                purge(&admin, &queue).await;
+                if side {
+                    ours.push(r)
+                } else {
+                    theirs.push(r)
+                }
             }
-        });
-        let all = messages(PIPELINE);
-        let mut it = all.into_iter().peekable();
-        while it.peek().is_some() {
-            let chunk: Vec<Message> = it.by_ref().take(BATCH).collect();
-            publisher.publish_batch(&topic, chunk).await.expect("batch");
         }
-        consume.await.expect("consumer");
-        ours = ours.max(rate(PIPELINE, t.elapsed()));
-        purge(&admin, &queue).await;
-
-        let t = Instant::now();
-        let consumer_channel = conn.create_channel().await.expect("channel");
-        consumer_channel
-            .basic_qos(PREFETCH, BasicQosOptions { global: false })
-            .await
-            .expect("qos");
-        let mut consumer = consumer_channel
-            .basic_consume(
-                queue.as_str().into(),
-                format!("raw-{round}").as_str().into(),
-                BasicConsumeOptions::default(),
-                FieldTable::default(),
-            )
-            .await
-            .expect("consume");
-        let consume = tokio::spawn(async move {
-            for _ in 0..PIPELINE {
-                let d = consumer.next().await.expect("stream").expect("delivery");
-                d.acker.ack(BasicAckOptions::default()).await.expect("ack");
-            }
-            let _ = consumer_channel.close(200, "OK".into()).await;
+        pairs.push(Pair {
+            name: scenario.name(),
+            ours,
+            raw: theirs,
         });
-        let all = messages(PIPELINE);
-        raw.batched(&topic, &all).await;
-        consume.await.expect("consumer");
-        theirs = theirs.max(rate(PIPELINE, t.elapsed()));
-        purge(&admin, &queue).await;
     }
-    pairs.push(Pair {
-        name: "publish → consume → ack",
-        ours,
-        raw: theirs,
-    });
+    let best = |v: &[f64]| v.iter().cloned().fold(0f64, f64::max);
+    let batched_over_single = best(&pairs[1].ours) / best(&pairs[0].ours);
 
-    println!("\nlongshore-rabbitmq vs raw lapin (best of {ROUNDS}, {PAYLOAD}-byte persistent messages)\n");
-    println!("| scenario | longshore msg/s | raw lapin msg/s | ratio |");
-    println!("|---|---:|---:|---:|");
+    println!("\nlongshore-rabbitmq vs raw lapin ({ROUNDS} alternating rounds, {PAYLOAD}-byte persistent messages)\n");
+    println!("| scenario | longshore msg/s (best) | raw lapin msg/s (best) | ratio of bests | median of per-round ratios |");
+    println!("|---|---:|---:|---:|---:|");
     for p in &pairs {
+        let mut ratios: Vec<f64> = p.ours.iter().zip(&p.raw).map(|(a, b)| a / b).collect();
+        ratios.sort_by(f64::total_cmp);
         println!(
-            "| {} | {:.0} | {:.0} | {:.2}× |",
+            "| {} | {:.0} | {:.0} | {:.2}× | {:.2}× |",
             p.name,
-            p.ours,
-            p.raw,
-            p.ours / p.raw
+            best(&p.ours),
+            best(&p.raw),
+            best(&p.ours) / best(&p.raw),
+            ratios[ratios.len() / 2]
         );
     }
     println!("\nbatched / one-by-one (longshore): {batched_over_single:.1}×");

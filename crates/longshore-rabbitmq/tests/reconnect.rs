@@ -209,3 +209,85 @@ async fn ten_thousand_messages_survive_two_forced_disconnects() {
         .expect("consumer task");
     assert!(stream_errors >= 1, "the outage was reported on the stream");
 }
+
+async fn rabbitmqctl(args: &[&str]) {
+    let out = tokio::process::Command::new("rabbitmqctl")
+        .args(args)
+        .output()
+        .await
+        .expect("rabbitmqctl");
+    assert!(
+        out.status.success(),
+        "rabbitmqctl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A broker restart (`rabbitmqctl stop_app` / `start_app`) in the middle of publishing: the
+/// publisher waits out the outage (retrying until `publish_timeout`), the consumer re-subscribes,
+/// and every confirmed message is consumed. Ignored by default because it stops the broker for
+/// everyone: `cargo test -p longshore-rabbitmq --test reconnect -- --ignored`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "restarts the RabbitMQ application; run by hand"]
+async fn broker_restart_mid_stream() {
+    let Some(broker) = common::broker_with(|c| c).await else {
+        return;
+    };
+    let n = Names::new();
+    let topic = n.topic("restart");
+    let subscriber = broker.subscriber();
+    let sub = Subscription::new(n.sub("restart"), [topic.clone()]).with_prefetch(50);
+    let mut stream = subscriber.subscribe(&sub).await.expect("subscribe");
+    let (seen_tx, mut seen_rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    tokio::spawn(async move {
+        while let Some(item) = stream.next().await {
+            if let Ok(d) = item {
+                let id = d.message.id.clone();
+                let _ = d.ack().await;
+                if seen_tx.send(id).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+    let publisher = broker.publisher();
+    let run = async {
+        let mut confirmed = HashSet::new();
+        let mut restart = None;
+        for i in 0..40 {
+            if i == 10 {
+                restart = Some(tokio::spawn(async {
+                    rabbitmqctl(&["stop_app"]).await;
+                    tokio::time::sleep(Duration::from_secs(2)).await;
+                    rabbitmqctl(&["start_app"]).await;
+                }));
+            }
+            let batch: Vec<Message> = (0..50)
+                .map(|j| Message::new(format!("m{i}-{j}").into_bytes()))
+                .collect();
+            let ids: Vec<String> = batch.iter().map(|m| m.id.clone()).collect();
+            publisher
+                .publish_batch(&topic, batch)
+                .await
+                .expect("batch confirmed across the restart");
+            confirmed.extend(ids);
+            if i == 20 {
+                if let Some(r) = restart.take() {
+                    r.await.expect("restart");
+                }
+            }
+        }
+        let mut consumed = HashSet::new();
+        while !confirmed.is_subset(&consumed) {
+            consumed.insert(seen_rx.recv().await.expect("consumer alive"));
+        }
+        confirmed.len()
+    };
+    let confirmed = tokio::time::timeout(LIMIT, run).await.expect("bounded");
+    println!(
+        "confirmed {confirmed} across a broker restart, reconnects {}",
+        broker.reconnects()
+    );
+    assert_eq!(confirmed, 2000);
+    assert!(broker.reconnects() >= 1);
+}

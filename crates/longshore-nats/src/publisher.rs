@@ -2,6 +2,7 @@
 //! retries, batches keep many PubAcks in flight.
 
 use std::collections::VecDeque;
+use std::future::IntoFuture;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -216,8 +217,8 @@ impl Inner {
         let mut in_flight = VecDeque::with_capacity(window.min(todo.len()));
         for &i in todo {
             if in_flight.len() >= window {
-                if let Some((j, fut)) = in_flight.pop_front() {
-                    out.push((j, await_ack(fut).await));
+                if let Some((j, fut, sent)) = in_flight.pop_front() {
+                    out.push((j, await_ack(fut, sent, self.config.request_timeout).await));
                 }
             }
             let p = &items[i];
@@ -225,12 +226,12 @@ impl Inner {
                 .payload(p.payload.clone())
                 .headers(p.headers.clone());
             match self.js.send_publish(p.subject.clone(), publish).await {
-                Ok(fut) => in_flight.push_back((i, fut)),
+                Ok(fut) => in_flight.push_back((i, fut, Instant::now())),
                 Err(e) => out.push((i, Err((e.kind(), e.to_string())))),
             }
         }
-        while let Some((j, fut)) = in_flight.pop_front() {
-            out.push((j, await_ack(fut).await));
+        while let Some((j, fut, sent)) = in_flight.pop_front() {
+            out.push((j, await_ack(fut, sent, self.config.request_timeout).await));
         }
         out
     }
@@ -307,10 +308,22 @@ impl Inner {
     }
 }
 
+/// Waits for one PubAck, at most until `sent + limit`. The client's own timeout starts only
+/// when a future is awaited; bounding each by its send time keeps a lost connection from
+/// costing one full timeout per message of the window, one after the other.
 async fn await_ack(
     fut: async_nats::jetstream::context::PublishAckFuture,
+    sent: Instant,
+    limit: Duration,
 ) -> Result<PublishAck, (PublishErrorKind, String)> {
-    fut.await.map_err(|e| (e.kind(), e.to_string()))
+    let deadline = tokio::time::Instant::from_std(sent + limit);
+    match tokio::time::timeout_at(deadline, fut.into_future()).await {
+        Ok(r) => r.map_err(|e| (e.kind(), e.to_string())),
+        Err(_) => Err((
+            PublishErrorKind::TimedOut,
+            format!("no PubAck within {limit:?}"),
+        )),
+    }
 }
 
 fn clone_error(e: &Error, text: &str) -> Error {

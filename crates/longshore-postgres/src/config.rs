@@ -103,6 +103,10 @@ pub struct PgConfig {
     pub visibility_timeout: Duration,
     /// Longest wait between polls when no notification arrives (NOTIFY is only a hint).
     pub poll_interval: Duration,
+    /// How long `read_all` waits, at most, when its page is not full and committed events are
+    /// held back by the watermark (an older transaction is still running somewhere on the
+    /// server). It returns as soon as they are released; see the crate docs. Default 1 s.
+    pub read_settle: Duration,
     /// Largest queue payload accepted, in bytes.
     pub max_payload: usize,
     /// `application_name` of the adapter's connections (shown in `pg_stat_activity`).
@@ -122,6 +126,7 @@ impl PgConfig {
             claim_lease: Duration::from_secs(30),
             visibility_timeout: Duration::from_secs(30),
             poll_interval: Duration::from_millis(500),
+            read_settle: Duration::from_secs(1),
             max_payload: 16 * 1024 * 1024,
             application_name: "longshore".to_string(),
         }
@@ -219,6 +224,12 @@ impl PgConfig {
     /// Sets the poll interval.
     pub fn with_poll_interval(mut self, interval: Duration) -> Self {
         self.poll_interval = interval;
+        self
+    }
+
+    /// Sets how long `read_all` waits for events held back by older running transactions.
+    pub fn with_read_settle(mut self, settle: Duration) -> Self {
+        self.read_settle = settle;
         self
     }
 

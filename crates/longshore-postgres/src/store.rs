@@ -22,10 +22,6 @@ use crate::config::{PgConfig, Schema};
 use crate::error::{constraint, map_error, map_store_error, sqlstate};
 use crate::hub::Hub;
 
-/// How long `read_all` waits, at most, for older transactions to finish when committed events
-/// are held back by the watermark and the page is not full.
-const READ_ALL_SETTLE: Duration = Duration::from_millis(250);
-
 /// Most events one transaction may append: positions keep 16 bits for the index of an event
 /// within its transaction.
 pub const MAX_EVENTS_PER_TRANSACTION: usize = 65_535;
@@ -87,6 +83,7 @@ fn sql(s: String) -> SqlStr {
 struct Sql {
     append_upsert: SqlStr,
     append_update: SqlStr,
+    in_tx_precheck: SqlStr,
     known_ids: SqlStr,
     stream_version: SqlStr,
     read_stream: SqlStr,
@@ -114,14 +111,16 @@ impl Sql {
         let outbox_t = schema.table("outbox");
         let checkpoints = schema.table("checkpoints");
         // $1 stream, $2 count, $3 expected version, $4 update-on-conflict (Any), $5..$13 event
-        // columns, $14 notify channel, $15..$19 outbox columns.
+        // columns, $14 notify channel, $15 index of the first event within the transaction,
+        // $16..$20 outbox columns. No lookup in here depends on the table's size: a plan cached
+        // while the table was small stays right when it is large.
         let append = |stream_cte: String| {
             let outbox_cte = if outbox {
                 format!(
                     ", ob AS (
   INSERT INTO {outbox_t} (topic, message_id, message_key, headers, payload)
   SELECT o.topic, o.mid, o.mkey, o.hdr::jsonb, o.payload
-  FROM unnest($15::text[], $16::text[], $17::text[], $18::text[], $19::bytea[])
+  FROM unnest($16::text[], $17::text[], $18::text[], $19::text[], $20::bytea[])
        WITH ORDINALITY AS o(topic, mid, mkey, hdr, payload, ord)
   WHERE EXISTS (SELECT 1 FROM st)
   ORDER BY o.ord
@@ -131,19 +130,12 @@ impl Sql {
                 String::new()
             };
             format!(
-                "WITH dup AS (
-  SELECT count(*) AS n FROM {events} WHERE event_id = ANY($5::uuid[])
-), st AS ({stream_cte}
-), base AS (
-  SELECT ((pg_current_xact_id()::text)::bigint << 16) AS lo
-), nxt AS (
-  SELECT coalesce(max(e.position) + 1, (SELECT lo FROM base)) AS p
-  FROM {events} e
-  WHERE e.position >= (SELECT lo FROM base) AND e.position < (SELECT lo FROM base) + 65536
+                "WITH st AS ({stream_cte}
 ), ev AS (
   INSERT INTO {events} (position, stream_id, version, event_id, event_type, data, occurred_at,
                         aggregate_id, correlation_id, causation_id, traceparent, headers)
-  SELECT (SELECT p FROM nxt) + u.ord - 1, $1, (SELECT version FROM st) - $2 + u.ord, u.id, u.ty,
+  SELECT ((pg_current_xact_id()::text)::bigint << 16) + $15 + u.ord - 1, $1,
+         (SELECT version FROM st) - $2 + u.ord, u.id, u.ty,
          u.data::json, u.ts, u.agg, u.corr, u.caus, u.tp, u.hdr::jsonb
   FROM unnest($5::uuid[], $6::text[], $7::text[], $8::timestamptz[], $9::text[], $10::text[],
               $11::text[], $12::text[], $13::text[])
@@ -153,27 +145,33 @@ impl Sql {
 ){outbox_cte}, nt AS (
   SELECT pg_notify($14, '') FROM st
 )
-SELECT (SELECT n FROM dup) AS dup, (SELECT version FROM st) AS version,
+SELECT (SELECT version FROM st) AS version,
        (SELECT max(position) FROM ev) AS position, (SELECT count(*) FROM nt) AS notified,
        $3::bigint AS expected, $4::bool AS upsert"
             )
         };
         let upsert = format!(
             "
-  INSERT INTO {streams} AS s (stream_id, version)
-  SELECT $1, $2 FROM dup WHERE dup.n = 0
+  INSERT INTO {streams} AS s (stream_id, version) VALUES ($1, $2)
   ON CONFLICT (stream_id) DO UPDATE SET version = s.version + $2 WHERE $4
   RETURNING s.version"
         );
         let update = format!(
             "
   UPDATE {streams} SET version = version + $2
-  WHERE stream_id = $1 AND version = $3 AND (SELECT n FROM dup) = 0
+  WHERE stream_id = $1 AND version = $3
   RETURNING version"
         );
         Sql {
             append_upsert: sql(append(upsert)),
             append_update: sql(append(update)),
+            in_tx_precheck: sql(format!(
+                "SELECT (SELECT count(*) FROM {events} WHERE event_id = ANY($1)) AS dup,
+        (SELECT coalesce(max(position) + 1 - ((pg_current_xact_id()::text)::bigint << 16), 0)
+         FROM {events}
+         WHERE position >= ((pg_current_xact_id()::text)::bigint << 16)
+           AND position < ((pg_current_xact_id()::text)::bigint << 16) + 65536) AS next_index"
+            )),
             known_ids: sql(format!(
                 "SELECT event_id, stream_id, version, position FROM {events} WHERE event_id = ANY($1)"
             )),
@@ -187,7 +185,6 @@ SELECT (SELECT n FROM dup) AS dup, (SELECT version FROM st) AS version,
             read_all: sql(format!(
                 "SELECT {EVENT_COLUMNS} FROM {events} \
                  WHERE position > $1 AND position < {WATERMARK} \
-                   AND tx_id < pg_snapshot_xmin(pg_current_snapshot()) \
                  ORDER BY position LIMIT $2"
             )),
             any_after: sql(format!(
@@ -386,6 +383,38 @@ impl PgStore {
         }
         let cols = Columns::build(&events, inner.config.outbox)?;
         let count = events.len() as i64;
+        // Inside a caller's transaction: look for stored ids first (a unique violation would
+        // abort the caller's transaction), and find where this transaction's earlier appends
+        // left off. Planned per execution (not cached), so it always uses the indexes. In
+        // autocommit the statement is a transaction of its own: index 0, and a duplicate is
+        // simply a unique violation of that one statement.
+        let mut first_index = 0_i64;
+        if in_tx {
+            let row = sqlx::query::<Postgres>(inner.sql.in_tx_precheck.clone())
+                .persistent(false)
+                .bind(&cols.ids)
+                .fetch_one(&mut *conn)
+                .await
+                .map_err(map_store_error)?;
+            let dup: i64 = row.try_get("dup").map_err(map_store_error)?;
+            first_index = row.try_get("next_index").map_err(map_store_error)?;
+            if dup > 0 {
+                let first = events[0].id;
+                return self
+                    .idempotent_or(conn, stream_id, &events, || StoreError::DuplicateEvent {
+                        event_id: first,
+                        detail: "already stored".into(),
+                    })
+                    .await;
+            }
+            if first_index + count > MAX_EVENTS_PER_TRANSACTION as i64 {
+                return Err(StoreError::Invalid {
+                    kind: "append",
+                    value: format!("{} events", first_index + count),
+                    reason: "at most 65535 events per transaction",
+                });
+            }
+        }
         let (query, exact) = match expected {
             ExpectedVersion::Exact(n) if n > 0 => (inner.sql.append_update.clone(), n),
             _ => (inner.sql.append_upsert.clone(), 0),
@@ -400,7 +429,7 @@ impl PgStore {
             .bind(count)
             .bind(exact)
             .bind(expected == ExpectedVersion::Any)
-            .bind(cols.ids.clone())
+            .bind(cols.ids)
             .bind(cols.types)
             .bind(cols.data)
             .bind(cols.timestamps)
@@ -409,7 +438,8 @@ impl PgStore {
             .bind(cols.causation)
             .bind(cols.traceparent)
             .bind(cols.headers)
-            .bind(&inner.channel);
+            .bind(&inner.channel)
+            .bind(first_index);
         if inner.config.outbox {
             q = q
                 .bind(cols.topics)
@@ -458,16 +488,17 @@ impl PgStore {
             }
             Err(e) => return Err(map_store_error(e)),
         };
-        let dup: i64 = row.try_get("dup").map_err(map_store_error)?;
         let version: Option<i64> = row.try_get("version").map_err(map_store_error)?;
         let position: Option<i64> = row.try_get("position").map_err(map_store_error)?;
-        match (dup, version, position) {
-            (0, Some(version), Some(position)) => Ok(AppendResult {
+        match (version, position) {
+            (Some(version), Some(position)) => Ok(AppendResult {
                 version: version as u64,
                 position: position as u64,
                 written: true,
             }),
-            (0, _, _) => {
+            _ => {
+                // The version check failed. A retried append of stored events is still an
+                // idempotent success.
                 let current = self.stream_version(conn, stream_id).await?;
                 self.idempotent_or(conn, stream_id, &events, || {
                     StoreError::WrongExpectedVersion {
@@ -475,14 +506,6 @@ impl PgStore {
                         expected,
                         actual: current,
                     }
-                })
-                .await
-            }
-            _ => {
-                let first = events[0].id;
-                self.idempotent_or(conn, stream_id, &events, || StoreError::DuplicateEvent {
-                    event_id: first,
-                    detail: "already stored".into(),
                 })
                 .await
             }
@@ -775,10 +798,11 @@ impl EventStore for PgStore {
 
     async fn read_all(&self, after: u64, limit_n: usize) -> Result<Vec<RecordedEvent>, StoreError> {
         // Committed events above the watermark wait for older transactions still running
-        // somewhere on the server. Those are usually a few milliseconds from committing, so
-        // a short page waits briefly for them (bounded), which gives sequential writers
-        // read-your-writes in practice; a long transaction only delays the page by the bound.
-        let deadline = tokio::time::Instant::now() + READ_ALL_SETTLE;
+        // somewhere on the server. Those are usually milliseconds from committing, so a page
+        // that is not full waits for them (up to `read_settle`, returning as soon as they are
+        // released): sequential writers get read-your-writes in practice, and a long
+        // transaction only delays the page by the bound.
+        let deadline = tokio::time::Instant::now() + self.inner.config.read_settle;
         let mut pause = Duration::from_millis(1);
         loop {
             let rows = sqlx::query::<Postgres>(self.inner.sql.read_all.clone())

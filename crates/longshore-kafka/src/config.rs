@@ -146,7 +146,9 @@ impl KafkaConfig {
         let mut protocol = None;
         if let Some(q) = query.filter(|q| !q.is_empty()) {
             for pair in q.split('&') {
-                let (k, v) = pair.split_once('=').ok_or_else(|| bad("malformed option"))?;
+                let (k, v) = pair
+                    .split_once('=')
+                    .ok_or_else(|| bad("malformed option"))?;
                 let v = decode(v).ok_or_else(|| bad("malformed option value"))?;
                 let num = |what: &str| v.parse::<i64>().map_err(|_| bad(what));
                 match k {

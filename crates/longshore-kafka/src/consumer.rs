@@ -21,11 +21,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
-use bytes::Bytes;
 use futures::stream;
 use longshore_core::{
-    dead_letter_message, Acker, Capabilities, DeadLetter, Delivery, DeliveryStream, Error,
-    Headers, Message, Subscriber, Subscription,
+    dead_letter_message, Acker, Capabilities, DeadLetter, Delivery, DeliveryStream, Error, Message,
+    Subscriber, Subscription,
 };
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
@@ -39,6 +38,7 @@ use crate::error::{map, BACKEND};
 use crate::mapping::{Resolved, TopicMap, HEADER_ID, HEADER_TOPIC};
 use crate::offsets::{Offsets, Tp};
 use crate::producer::KafkaPublisher;
+use crate::record::{Packed, Parts};
 
 /// How long the consumer thread blocks in one poll or wait, at most.
 const TICK: Duration = Duration::from_millis(50);
@@ -83,13 +83,21 @@ enum Cmd {
 }
 
 /// A fetched message that is not settled yet.
+#[derive(Clone)]
 struct Pending {
     tp: Tp,
     epoch: u64,
     offset: i64,
-    message: Message,
-    topic: String,
     attempt: u32,
+    packed: Packed,
+}
+
+/// What every acker of one consumer shares.
+struct AckCtx {
+    cmd: mpsc::Sender<Cmd>,
+    subscription: String,
+    shared: Arc<Shared>,
+    dlq: Arc<OnceCell<KafkaPublisher>>,
 }
 
 /// What the subscribe call needs to start a consumer.
@@ -176,10 +184,13 @@ impl Subscriber for KafkaSubscriber {
         // A consumer of this group in this process that is leaving it right now would make the
         // new one join twice; on some brokers (tansu) a leader leaving during a join even
         // wedges the group. Let it finish leaving first (bounded).
-        let group_key = format!("{}/{}", self.shared.config.bootstrap_servers, subscription.name);
+        let group_key = format!(
+            "{}/{}",
+            self.shared.config.bootstrap_servers, subscription.name
+        );
         for mut done in leaving_members(&group_key) {
-            let _ = tokio::time::timeout(self.shared.config.close_timeout, done.wait_for(|d| *d))
-                .await;
+            let _ =
+                tokio::time::timeout(self.shared.config.close_timeout, done.wait_for(|d| *d)).await;
         }
         let topics = current_topics(&self.shared, &plan).await?;
 
@@ -196,7 +207,7 @@ impl Subscriber for KafkaSubscriber {
             prefetch: usize::from(plan.subscription.prefetch.max(1)),
             cmd_tx: cmd_tx.clone(),
             out: Some(out_tx),
-            dlq: self.dlq.clone(),
+            matches: std::collections::HashMap::new(),
         };
         std::thread::Builder::new()
             .name(format!("longshore-kafka-{}", plan.subscription.name))
@@ -236,17 +247,29 @@ impl Subscriber for KafkaSubscriber {
             }
         }
 
-        // The stream holds a command sender so the thread never mistakes "no ackers left" for
-        // "everyone is gone" while the stream lives; dropping it marks the member as leaving
-        // at once, before the thread notices.
-        let guard = StreamGuard {
-            _cmd: cmd_tx,
+        let state = StreamState {
+            rx: out_rx,
+            ctx: Arc::new(AckCtx {
+                cmd: cmd_tx,
+                subscription: subscription.name.clone(),
+                shared: self.shared.clone(),
+                dlq: self.dlq.clone(),
+            }),
             leaving: self_leaving,
         };
-        Ok(Box::pin(stream::unfold(
-            (out_rx, guard),
-            |(mut rx, guard)| async move { rx.recv().await.map(|item| (item, (rx, guard))) },
-        )))
+        Ok(Box::pin(stream::unfold(state, |mut state| async move {
+            let item = state.rx.recv().await?.map(|p: Pending| {
+                // Unpacked here, on the consumer's task, not on the librdkafka thread.
+                let (message, topic) = p.packed.unpack();
+                let attempt = p.attempt;
+                let acker = KafkaAcker {
+                    ctx: state.ctx.clone(),
+                    pending: Some(p),
+                };
+                Delivery::new(message, topic, attempt, Box::new(acker))
+            });
+            Some((item, state))
+        })))
     }
 
     async fn ensure_subscription(&self, subscription: &Subscription) -> Result<(), Error> {
@@ -285,14 +308,28 @@ impl Drop for KafkaSubscriber {
     }
 }
 
-struct StreamGuard {
-    _cmd: mpsc::Sender<Cmd>,
+/// The receiving end of a consumer. It holds a command sender, so the thread never mistakes
+/// "no ackers left" for "everyone is gone" while the stream lives. Dropping it marks the
+/// member as leaving at once (before the thread notices) and hands every message still in
+/// the channel back as a nack, so the thread's in-flight count drops to zero.
+struct StreamState {
+    rx: tmpsc::UnboundedReceiver<Result<Pending, Error>>,
+    ctx: Arc<AckCtx>,
     leaving: Arc<AtomicBool>,
 }
 
-impl Drop for StreamGuard {
+impl Drop for StreamState {
     fn drop(&mut self) {
         self.leaving.store(true, Ordering::Release);
+        self.rx.close();
+        while let Ok(item) = self.rx.try_recv() {
+            if let Ok(pending) = item {
+                let _ = self.ctx.cmd.send(Cmd::Nack {
+                    pending,
+                    delay: None,
+                });
+            }
+        }
     }
 }
 
@@ -311,7 +348,9 @@ fn register_member(key: &str, leaving: Arc<AtomicBool>, done: watch::Receiver<bo
         v.retain(|(_, d)| !*d.borrow());
         !v.is_empty()
     });
-    all.entry(key.to_string()).or_default().push((leaving, done));
+    all.entry(key.to_string())
+        .or_default()
+        .push((leaving, done));
 }
 
 fn leaving_members(key: &str) -> Vec<watch::Receiver<bool>> {
@@ -356,6 +395,8 @@ async fn refresh_topics(
 /// State shared by the consumer thread and its rebalance callbacks (same thread).
 struct GroupState {
     offsets: Offsets,
+    /// Positions to hand to the offset store at the next flush (one call for many acks).
+    to_store: std::collections::HashMap<Tp, i64>,
     assigned: HashSet<Tp>,
     /// Every assigned partition is to stay paused (the stream is gone).
     paused_all: bool,
@@ -382,8 +423,9 @@ impl ConsumerContext for Ctx {
         if let Rebalance::Revoke(tpl) = rebalance {
             let mut s = lock(&self.state);
             for e in tpl.elements() {
-                let tp = (e.topic().to_string(), e.partition());
+                let tp: Tp = (e.topic().into(), e.partition());
                 s.offsets.revoke(&tp);
+                s.to_store.remove(&tp);
                 s.assigned.remove(&tp);
             }
             tracing::debug!(subscription = %s.name, partitions = tpl.count(), "kafka: partitions revoked");
@@ -395,7 +437,7 @@ impl ConsumerContext for Ctx {
         match rebalance {
             Rebalance::Assign(tpl) => {
                 for e in tpl.elements() {
-                    let tp = (e.topic().to_string(), e.partition());
+                    let tp: Tp = (e.topic().into(), e.partition());
                     s.offsets.assign(tp.clone());
                     s.assigned.insert(tp);
                 }
@@ -423,9 +465,10 @@ struct Worker {
     subscription: Subscription,
     prefetch: usize,
     cmd_tx: mpsc::Sender<Cmd>,
+    /// Whether a longshore topic matches the subscription, cached.
+    matches: std::collections::HashMap<String, bool>,
     /// `None` once the stream was ended by `close`.
-    out: Option<tmpsc::UnboundedSender<Result<Delivery, Error>>>,
-    dlq: Arc<OnceCell<KafkaPublisher>>,
+    out: Option<tmpsc::UnboundedSender<Result<Pending, Error>>>,
 }
 
 /// The consumer thread's own bookkeeping.
@@ -439,6 +482,8 @@ struct Local {
     paused: bool,
     blocked_since: Option<Instant>,
     last_serve: Instant,
+    /// Interned Kafka topic names.
+    topics: HashSet<Arc<str>>,
 }
 
 impl Worker {
@@ -471,6 +516,7 @@ impl Worker {
     ) {
         let state = Arc::new(Mutex::new(GroupState {
             offsets: Offsets::default(),
+            to_store: Default::default(),
             assigned: HashSet::new(),
             paused_all: false,
             joined: Some(joined),
@@ -501,8 +547,16 @@ impl Worker {
             paused: false,
             blocked_since: None,
             last_serve: Instant::now(),
+            topics: HashSet::new(),
         };
         self.pump(&consumer, &state, &cmd_rx, &mut local);
+        // Settlements that arrived with the close still count.
+        while let Ok(cmd) = cmd_rx.try_recv() {
+            if let Cmd::Settle { .. } = cmd {
+                self.handle(cmd, &consumer, &state, &mut local);
+            }
+        }
+        flush_stores(&consumer, &state);
 
         self.leaving.store(true, Ordering::Release);
         // Close: drop the stream, commit what is stored, leave the group. Polling until
@@ -530,7 +584,12 @@ impl Worker {
         drop(consumer);
     }
 
-    fn set_topics(&self, consumer: &BaseConsumer<Ctx>, state: &Mutex<GroupState>, topics: &[String]) {
+    fn set_topics(
+        &self,
+        consumer: &BaseConsumer<Ctx>,
+        state: &Mutex<GroupState>,
+        topics: &[String],
+    ) {
         if topics.is_empty() {
             consumer.unsubscribe();
             if let Some(j) = lock(state).joined.take() {
@@ -566,6 +625,7 @@ impl Worker {
                     Err(TryRecvError::Disconnected) => return,
                 }
             }
+            flush_stores(consumer, state);
             // 2. Delayed redeliveries that are due.
             let now = Instant::now();
             if !local.delayed.is_empty() {
@@ -594,7 +654,9 @@ impl Worker {
             }
             // 4. Hand out what is ready while prefetch allows.
             while local.in_flight < self.prefetch {
-                let Some(p) = local.ready.pop_front() else { break };
+                let Some(p) = local.ready.pop_front() else {
+                    break;
+                };
                 if !lock(state).offsets.is_current(&p.tp, p.epoch) {
                     continue; // revoked meanwhile: the next owner redelivers it
                 }
@@ -613,7 +675,17 @@ impl Worker {
                 }
                 let polled = consumer.poll(tick);
                 local.last_serve = Instant::now();
-                self.take(polled, consumer, state, local);
+                let mut got = polled.is_some();
+                self.take(polled, state, local);
+                // Take what is already fetched in one go: deliveries reach the stream in
+                // bursts, so neither side wakes the other per message.
+                let mut burst = 1;
+                while got && burst < 256 && local.in_flight + local.ready.len() < self.prefetch {
+                    let polled = consumer.poll(Duration::ZERO);
+                    got = polled.is_some();
+                    self.take(polled, state, local);
+                    burst += 1;
+                }
             } else {
                 let since = *local.blocked_since.get_or_insert_with(Instant::now);
                 self.wait(cmd_rx, consumer, state, local, tick);
@@ -626,7 +698,7 @@ impl Worker {
                         local.paused = true;
                     }
                     let polled = consumer.poll(Duration::ZERO);
-                    self.take(polled, consumer, state, local);
+                    self.take(polled, state, local);
                 }
             }
         }
@@ -661,9 +733,9 @@ impl Worker {
         match cmd {
             Cmd::Settle { tp, epoch, offset } => {
                 local.in_flight = local.in_flight.saturating_sub(1);
-                let pos = lock(state).offsets.settled(&tp, epoch, offset);
-                if let Some(pos) = pos {
-                    store(consumer, &tp, pos);
+                let mut s = lock(state);
+                if let Some(pos) = s.offsets.settled(&tp, epoch, offset) {
+                    s.to_store.insert(tp, pos);
                 }
             }
             Cmd::Nack { mut pending, delay } => {
@@ -689,7 +761,6 @@ impl Worker {
     fn take(
         &mut self,
         polled: Option<Result<BorrowedMessage<'_>, KafkaError>>,
-        consumer: &BaseConsumer<Ctx>,
         state: &Mutex<GroupState>,
         local: &mut Local,
     ) {
@@ -706,51 +777,83 @@ impl Worker {
                 return;
             }
         };
-        let tp: Tp = (m.topic().to_string(), m.partition());
+        let topic_name = match local.topics.get(m.topic()) {
+            Some(t) => t.clone(),
+            None => {
+                let t: Arc<str> = m.topic().into();
+                local.topics.insert(t.clone());
+                t
+            }
+        };
+        let tp: Tp = (topic_name, m.partition());
         let offset = m.offset();
         let epoch = match lock(state).offsets.fetched(&tp, offset) {
             Some(e) => e,
             None => return, // not ours (any more)
         };
-        let (message, topic) = decode(&m);
-        if !self.subscription.matches(&topic) {
+        let headers = m.headers();
+        let header = |name: &str| {
+            headers.and_then(|hs| {
+                (0..hs.count())
+                    .filter_map(|i| hs.try_get(i))
+                    .find(|h| h.key == name)
+                    .and_then(|h| h.value)
+            })
+        };
+        let (id, topic) = (header(HEADER_ID), header(HEADER_TOPIC));
+        let topic_str = topic
+            .and_then(|t| std::str::from_utf8(t).ok())
+            .unwrap_or(m.topic());
+        if !self.matches(topic_str) {
             // Another event type sharing the Kafka topic: done at once.
-            let pos = lock(state).offsets.settled(&tp, epoch, offset);
-            if let Some(pos) = pos {
-                store(consumer, &tp, pos);
+            let mut s = lock(state);
+            if let Some(pos) = s.offsets.settled(&tp, epoch, offset) {
+                s.to_store.insert(tp, pos);
             }
             return;
         }
+        let parts = Parts {
+            kafka_topic: m.topic(),
+            partition: m.partition(),
+            offset,
+            payload: m.payload().unwrap_or_default(),
+            key: m.key(),
+            id,
+            topic,
+        };
+        let others = (0..headers.map_or(0, |hs| hs.count()))
+            .filter_map(move |i| headers.and_then(|hs| hs.try_get(i)))
+            .filter(|h| h.key != HEADER_ID && h.key != HEADER_TOPIC)
+            .map(|h| (h.key, h.value));
         local.ready.push_back(Pending {
             tp,
             epoch,
             offset,
-            message,
-            topic,
             attempt: 1,
+            packed: Packed::pack(&parts, others),
         });
+    }
+
+    fn matches(&mut self, topic: &str) -> bool {
+        if let Some(m) = self.matches.get(topic) {
+            return *m;
+        }
+        let m = self.subscription.matches(topic);
+        if self.matches.len() >= 10_000 {
+            self.matches.clear();
+        }
+        self.matches.insert(topic.to_string(), m);
+        m
     }
 
     fn deliver(&self, p: Pending, local: &mut Local) {
         let Some(out) = &self.out else { return };
-        let acker = KafkaAcker {
-            cmd: self.cmd_tx.clone(),
-            pending: Some(Pending {
-                tp: p.tp.clone(),
-                epoch: p.epoch,
-                offset: p.offset,
-                message: p.message.clone(),
-                topic: p.topic.clone(),
-                attempt: p.attempt,
-            }),
-            subscription: self.subscription.name.clone(),
-            shared: self.shared.clone(),
-            dlq: self.dlq.clone(),
-        };
-        let delivery = Delivery::new(p.message, p.topic, p.attempt, Box::new(acker));
         local.in_flight += 1;
-        // A failed send drops the delivery, whose acker nacks it back to us.
-        let _ = out.send(Ok(delivery));
+        // If the stream is gone the send fails and the pending message is dropped: it was
+        // counted in flight, so count it back; its offset stays unsettled.
+        if out.send(Ok(p)).is_err() {
+            local.in_flight -= 1;
+        }
     }
 
     fn assigned_tpl(state: &Mutex<GroupState>) -> TopicPartitionList {
@@ -791,55 +894,32 @@ impl Worker {
     }
 }
 
-/// Stores `pos` (the next offset to read) for auto-commit.
-fn store(consumer: &BaseConsumer<Ctx>, tp: &Tp, pos: i64) {
-    let mut tpl = TopicPartitionList::with_capacity(1);
-    if let Err(e) = tpl.add_partition_offset(&tp.0, tp.1, Offset::Offset(pos)) {
-        tracing::warn!(error = %e, "kafka: bad offset");
-        return;
-    }
-    if let Err(e) = consumer.store_offsets(&tpl) {
-        // Typically the partition was revoked a moment ago: the next owner redelivers.
-        tracing::debug!(error = %e, topic = %tp.0, partition = tp.1, "kafka: offset not stored");
-    }
-}
-
-/// Builds the longshore message and topic from a Kafka record.
-fn decode(m: &BorrowedMessage<'_>) -> (Message, String) {
-    let mut headers = Headers::new();
-    let mut id = None;
-    let mut topic = None;
-    if let Some(hs) = m.headers() {
-        for h in hs.iter() {
-            let value = h
-                .value
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-                .unwrap_or_default();
-            match h.key {
-                HEADER_ID => id = Some(value),
-                HEADER_TOPIC => topic = Some(value),
-                k => {
-                    headers.insert(k.to_string(), value);
-                }
-            }
+/// Hands the settled positions (next offset to read, per partition) to librdkafka's offset
+/// store, from where auto-commit commits them.
+fn flush_stores(consumer: &BaseConsumer<Ctx>, state: &Mutex<GroupState>) {
+    let pending = {
+        let mut s = lock(state);
+        if s.to_store.is_empty() {
+            return;
+        }
+        std::mem::take(&mut s.to_store)
+    };
+    let mut tpl = TopicPartitionList::with_capacity(pending.len());
+    for ((topic, partition), pos) in &pending {
+        if let Err(e) = tpl.add_partition_offset(topic, *partition, Offset::Offset(*pos)) {
+            tracing::warn!(error = %e, "kafka: bad offset");
         }
     }
-    let message = Message {
-        id: id.unwrap_or_else(|| format!("{}-{}-{}", m.topic(), m.partition(), m.offset())),
-        key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()),
-        headers,
-        payload: Bytes::copy_from_slice(m.payload().unwrap_or_default()),
-    };
-    (message, topic.unwrap_or_else(|| m.topic().to_string()))
+    if let Err(e) = consumer.store_offsets(&tpl) {
+        // Typically a partition was revoked a moment ago: the next owner redelivers.
+        tracing::debug!(error = %e, "kafka: offsets not stored");
+    }
 }
 
 struct KafkaAcker {
-    cmd: mpsc::Sender<Cmd>,
+    ctx: Arc<AckCtx>,
     /// `Some` until settled; dropping it unsettled nacks.
     pending: Option<Pending>,
-    subscription: String,
-    shared: Arc<Shared>,
-    dlq: Arc<OnceCell<KafkaPublisher>>,
 }
 
 impl KafkaAcker {
@@ -847,7 +927,8 @@ impl KafkaAcker {
         let Some(p) = self.pending.take() else {
             return Ok(());
         };
-        self.cmd
+        self.ctx
+            .cmd
             .send(Cmd::Settle {
                 tp: p.tp,
                 epoch: p.epoch,
@@ -860,7 +941,7 @@ impl KafkaAcker {
 impl Drop for KafkaAcker {
     fn drop(&mut self) {
         if let Some(pending) = self.pending.take() {
-            let _ = self.cmd.send(Cmd::Nack {
+            let _ = self.ctx.cmd.send(Cmd::Nack {
                 pending,
                 delay: None,
             });
@@ -880,7 +961,7 @@ impl Acker for KafkaAcker {
         };
         // A closed consumer cannot redeliver, but the offset was never stored: the next
         // consumer of the subscription gets the message again.
-        let _ = self.cmd.send(Cmd::Nack { pending, delay });
+        let _ = self.ctx.cmd.send(Cmd::Nack { pending, delay });
         Ok(())
     }
 
@@ -890,10 +971,11 @@ impl Acker for KafkaAcker {
         topic: &str,
         dead: DeadLetter,
     ) -> Result<(), Error> {
-        let kafka_topic = TopicMap::dead_letter_topic(&self.subscription)?;
-        let letter = dead_letter_message(message, topic, &self.subscription, &dead);
-        let shared = self.shared.clone();
-        let dlq = self
+        let ctx = self.ctx.clone();
+        let kafka_topic = TopicMap::dead_letter_topic(&ctx.subscription)?;
+        let letter = dead_letter_message(message, topic, &ctx.subscription, &dead);
+        let shared = ctx.shared.clone();
+        let dlq = ctx
             .dlq
             .get_or_init(|| async move { KafkaPublisher::new(shared) })
             .await;

@@ -136,8 +136,17 @@ mod tests {
             "publish",
             KafkaError::MessageProduction(Code::MessageSizeTooLarge),
         );
-        assert!(matches!(e, Error::Rejected { retryable: false, .. }));
-        let e = map("publish", KafkaError::MessageProduction(Code::MessageTimedOut));
+        assert!(matches!(
+            e,
+            Error::Rejected {
+                retryable: false,
+                ..
+            }
+        ));
+        let e = map(
+            "publish",
+            KafkaError::MessageProduction(Code::MessageTimedOut),
+        );
         assert!(e.is_retryable());
         let e = map("connect", KafkaError::MetadataFetch(Code::AllBrokersDown));
         assert!(matches!(e, Error::Connection { .. }) && e.is_retryable());

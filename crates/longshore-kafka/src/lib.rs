@@ -16,6 +16,7 @@ mod error;
 pub mod mapping;
 mod offsets;
 mod producer;
+mod record;
 
 pub use broker::KafkaBroker;
 pub use config::KafkaConfig;

@@ -154,11 +154,8 @@ fn prefix_states(pattern: &[&str], words: &[&str]) -> Vec<usize> {
                 continue;
             }
             match pattern[s] {
-                "#" => {
-                    if !next.contains(&s) {
-                        next.push(s);
-                    }
-                }
+                "#" if !next.contains(&s) => next.push(s),
+                "#" => {}
                 "*" => next.push(s + 1),
                 lit if lit == *w => next.push(s + 1),
                 _ => {}
@@ -213,10 +210,22 @@ mod tests {
     #[test]
     fn resolve_patterns() {
         let m = TopicMap::default();
-        assert_eq!(m.resolve("events.#").unwrap(), Resolved::Fixed("events".into()));
-        assert_eq!(m.resolve("events.*.x").unwrap(), Resolved::Fixed("events".into()));
-        assert_eq!(m.resolve("events").unwrap(), Resolved::Fixed("events".into()));
-        assert_eq!(m.resolve("dlq.sub").unwrap(), Resolved::Fixed("dlq.sub".into()));
+        assert_eq!(
+            m.resolve("events.#").unwrap(),
+            Resolved::Fixed("events".into())
+        );
+        assert_eq!(
+            m.resolve("events.*.x").unwrap(),
+            Resolved::Fixed("events".into())
+        );
+        assert_eq!(
+            m.resolve("events").unwrap(),
+            Resolved::Fixed("events".into())
+        );
+        assert_eq!(
+            m.resolve("dlq.sub").unwrap(),
+            Resolved::Fixed("dlq.sub".into())
+        );
         assert_eq!(m.resolve("dlq.#").unwrap(), Resolved::Discover);
         assert_eq!(m.resolve("#").unwrap(), Resolved::Discover);
         assert_eq!(m.resolve("*.created").unwrap(), Resolved::Discover);
@@ -257,7 +266,12 @@ mod tests {
         for len in 1..=4 {
             let mut idx = vec![0usize; len];
             loop {
-                topics.push(idx.iter().map(|&i| alphabet[i]).collect::<Vec<_>>().join("."));
+                topics.push(
+                    idx.iter()
+                        .map(|&i| alphabet[i])
+                        .collect::<Vec<_>>()
+                        .join("."),
+                );
                 let mut k = 0;
                 while k < len {
                     idx[k] += 1;
@@ -272,7 +286,9 @@ mod tests {
                 }
             }
         }
-        let patterns = ["#", "*", "a.#", "*.b", "#.b", "a.*.b", "dlq.#", "dlq.*", "*.#.a", "a"];
+        let patterns = [
+            "#", "*", "a.#", "*.b", "#.b", "a.*.b", "dlq.#", "dlq.*", "*.#.a", "a",
+        ];
         for words in 1..=2 {
             let m = TopicMap::new(words);
             for p in patterns {

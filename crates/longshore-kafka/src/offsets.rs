@@ -2,9 +2,10 @@
 //! that is still unsettled.
 
 use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
 
-/// A partition of a Kafka topic.
-pub(crate) type Tp = (String, i32);
+/// A partition of a Kafka topic (topic names are shared, not copied per message).
+pub(crate) type Tp = (Arc<str>, i32);
 
 /// One assigned partition.
 #[derive(Debug)]
@@ -103,7 +104,7 @@ mod tests {
     use super::*;
 
     fn tp() -> Tp {
-        ("t".to_string(), 0)
+        ("t".into(), 0)
     }
 
     #[test]

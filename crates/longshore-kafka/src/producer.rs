@@ -183,7 +183,9 @@ impl KafkaPublisher {
     ) -> Result<(), Error> {
         self.check_open()?;
         message.check_limits(self.shared.config.max_payload)?;
-        self.shared.ensure_topics(&[kafka_topic.to_string()]).await?;
+        self.shared
+            .ensure_topics(&[kafka_topic.to_string()])
+            .await?;
         let producer = self.producer()?;
         let f = self.enqueue(&producer, kafka_topic, topic, message).await?;
         self.delivered(&producer, f).await
@@ -265,7 +267,11 @@ impl Publisher for KafkaPublisher {
             Ok(k) => k,
             Err(e) => return Err(BatchError::all(messages, || copy_error(&e))),
         };
-        if let Err(e) = self.shared.ensure_topics(&[kafka_topic.clone()]).await {
+        if let Err(e) = self
+            .shared
+            .ensure_topics(std::slice::from_ref(&kafka_topic))
+            .await
+        {
             return Err(BatchError::all(messages, || copy_error(&e)));
         }
         let producer = match self.producer() {
@@ -278,10 +284,7 @@ impl Publisher for KafkaPublisher {
         let mut pending = Vec::with_capacity(total);
         for (index, message) in messages.into_iter().enumerate() {
             let queued = match message.check_limits(max) {
-                Ok(()) => {
-                    self.enqueue(&producer, &kafka_topic, topic, &message)
-                        .await
-                }
+                Ok(()) => self.enqueue(&producer, &kafka_topic, topic, &message).await,
                 Err(e) => Err(e),
             };
             match queued {

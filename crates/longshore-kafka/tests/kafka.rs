@@ -36,10 +36,12 @@ async fn committed(group: &str, kafka_topic: &str, partitions: i32) -> Vec<Optio
             .committed_offsets(tpl, Duration::from_secs(10))
             .expect("committed offsets");
         (0..partitions)
-            .map(|p| match got.find_partition(&topic, p).map(|e| e.offset()) {
-                Some(Offset::Offset(o)) => Some(o),
-                _ => None,
-            })
+            .map(
+                |p| match got.find_partition(&topic, p).map(|e| e.offset()) {
+                    Some(Offset::Offset(o)) => Some(o),
+                    _ => None,
+                },
+            )
             .collect()
     })
     .await
@@ -58,7 +60,10 @@ async fn await_committed(
         if cond(&c) {
             return c;
         }
-        assert!(Instant::now() < deadline, "committed offsets never became right: {c:?}");
+        assert!(
+            Instant::now() < deadline,
+            "committed offsets never became right: {c:?}"
+        );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
@@ -87,7 +92,9 @@ async fn restart_resumes_from_committed_offsets() {
     let unacked: Vec<_> = got.collect();
     subscriber.close().await.expect("close");
     drop(unacked);
-    assert!(within("stream end after close", stream.next()).await.is_none());
+    assert!(within("stream end after close", stream.next())
+        .await
+        .is_none());
 
     // One partition holds all ten (one key): its committed offset is the sixth message's.
     let offsets = committed(&sub.name, n.prefix(), 3).await;
@@ -149,7 +156,10 @@ async fn two_consumers_split_partitions() {
         keys_by[0].len(),
         keys_by[1].len()
     );
-    assert!(keys_by[0].is_disjoint(&keys_by[1]), "a key (partition) is owned by one consumer");
+    assert!(
+        keys_by[0].is_disjoint(&keys_by[1]),
+        "a key (partition) is owned by one consumer"
+    );
     s1.close().await.expect("close");
     s2.close().await.expect("close");
 }
@@ -180,14 +190,17 @@ async fn failing_message_in_the_middle_is_not_skipped_by_later_commits() {
         }
     }
     // The acks of 0..=2 are committed; nothing past the held message ever is.
-    let offsets = await_committed(&sub.name, n.prefix(), |c| c.iter().flatten().count() == 1)
-        .await;
+    let offsets = await_committed(&sub.name, n.prefix(), |c| c.iter().flatten().count() == 1).await;
     let partition = offsets.iter().position(Option::is_some).expect("partition");
     let at = offsets[partition].expect("offset");
     let quiet_until = Instant::now() + Duration::from_secs(3);
     while Instant::now() < quiet_until {
         let now = committed(&sub.name, n.prefix(), 3).await;
-        assert_eq!(now[partition], Some(at), "commit moved past the unsettled message");
+        assert_eq!(
+            now[partition],
+            Some(at),
+            "commit moved past the unsettled message"
+        );
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     subscriber.close().await.expect("close");
@@ -196,7 +209,10 @@ async fn failing_message_in_the_middle_is_not_skipped_by_later_commits() {
     let again = b.subscriber();
     let mut stream = again.subscribe(&sub).await.expect("resubscribe");
     let first = recv(&mut stream).await;
-    assert_eq!(first.message.id, ids[3], "the unsettled message comes first");
+    assert_eq!(
+        first.message.id, ids[3],
+        "the unsettled message comes first"
+    );
     first.ack().await.expect("ack");
     // The later ones were acked but sit behind it in the partition: redelivered.
     assert_eq!(drain_ids(&mut stream, 6).await, ids[4..].to_vec());
@@ -243,10 +259,7 @@ async fn one_aggregate_stays_in_order_across_event_types() {
     for i in 0..20 {
         let m = message(i).with_key("order-7");
         expected.push((n.topic(&format!("orders.{}", types[i % 4])), m.id.clone()));
-        publisher
-            .publish(&expected[i].0, m)
-            .await
-            .expect("publish");
+        publisher.publish(&expected[i].0, m).await.expect("publish");
     }
     for (topic, id) in &expected {
         let d = recv(&mut stream).await;
@@ -262,7 +275,9 @@ async fn one_aggregate_stays_in_order_across_event_types() {
 async fn wildcard_kafka_topics_are_discovered() {
     let mut config = common::config().with_topic_words(2);
     config.pattern_refresh = Duration::from_millis(500);
-    let Some(b) = common::connect_with(config).await else { return };
+    let Some(b) = common::connect_with(config).await else {
+        return;
+    };
     let n = Names::new();
     b.ensure_topics(&[&n.topic("orders.x")])
         .await

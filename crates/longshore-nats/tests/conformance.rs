@@ -1,11 +1,8 @@
 //! The conformance suite against a real nats-server with JetStream (`NATS_URL`).
 //!
-//! Every broker scenario runs as is. Of the runtime scenarios, `inbox_skips_duplicates`
-//! publishes the same event id twice and expects the broker to deliver both copies (so that
-//! the inbox drops the second). JetStream's duplicate window drops the second copy at publish
-//! (this adapter declares `dedup_window: true`), so that scenario cannot hold here as
-//! written; it is replaced by `inbox_with_broker_dedup` below, which checks the same flow
-//! with the broker-side expectation, until the testkit branches on `dedup_window`.
+//! The whole suite runs as is. `jetstream_dedup_drops_a_republished_id` below adds the
+//! JetStream side of duplicates: the broker's dedup window drops a republished id before any
+//! inbox sees it.
 
 mod common;
 
@@ -20,24 +17,7 @@ use longshore_testkit::{within, BrokerFactory, Names};
 
 longshore_testkit::broker_conformance!(factory);
 
-longshore_testkit::__paste_tests!(
-    factory,
-    runtime,
-    runtime_conformance,
-    typed_dispatch_by_event_type,
-    retry_then_success,
-    retries_exhausted_go_to_dlq,
-    permanent_error_goes_to_dlq_at_once,
-    poison_body_dead_lettered_consumer_continues,
-    malformed_inputs_are_dead_lettered_with_reason,
-    unknown_event_type_dead_lettered,
-    unknown_event_type_acked_when_configured,
-    continue_after_repeated_errors,
-    graceful_shutdown_drains_in_flight,
-    shutdown_deadline_acks_nothing_unfinished,
-    event_stream_forwards_in_batches,
-    concurrency_is_bounded
-);
+longshore_testkit::runtime_conformance!(factory);
 
 fn created(i: u64) -> Event {
     Event::from_typed(&OrderCreated {
@@ -47,10 +27,10 @@ fn created(i: u64) -> Event {
     .expect("encode")
 }
 
-/// `inbox_skips_duplicates` with a broker that deduplicates: the duplicate never reaches the
+/// With a broker that deduplicates, the duplicate never reaches the
 /// consumer, every event is handled exactly once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn runtime_conformance_inbox_with_broker_dedup() {
+async fn jetstream_dedup_drops_a_republished_id() {
     let Some(f) = factory().await else { return };
     assert!(f.publisher().await.capabilities().dedup_window);
     let n = Names::new();

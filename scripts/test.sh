@@ -7,9 +7,16 @@ cd "$(dirname "$0")/.."
 
 bash scripts/services.sh
 
+# Tests that restart a shared broker run alone, after everything else, so they never pull the
+# server from under other tests.
+exclusive='binary_id(longshore-nats::restart)'
+
 if cargo nextest --version >/dev/null 2>&1; then
-  cargo nextest run --workspace --all-features --profile "${NEXTEST_PROFILE:-default}"
+  profile=${NEXTEST_PROFILE:-default}
+  cargo nextest run --workspace --all-features --profile "$profile" -E "not ($exclusive)"
+  cargo nextest run --workspace --all-features --profile "$profile" -E "$exclusive" --test-threads 1
 else
+  # cargo test runs one test binary at a time, so the restart test is alone in its binary.
   cargo test --workspace --all-features --no-fail-fast
 fi
 # nextest does not run doc tests.

@@ -21,6 +21,8 @@ use crate::error::{is_transport, map_connect, map_lapin, BACKEND};
 pub(crate) struct Shared {
     pub(crate) config: RabbitConfig,
     conn: tokio::sync::Mutex<Option<Arc<Connection>>>,
+    /// The last opened connection, readable without waiting for a reconnection in progress.
+    last: std::sync::Mutex<Option<Arc<Connection>>>,
     closed: AtomicBool,
     /// Connections opened so far (the first one included).
     opened: AtomicU64,
@@ -33,6 +35,7 @@ impl Shared {
         let shared = Arc::new(Shared {
             config,
             conn: tokio::sync::Mutex::new(None),
+            last: std::sync::Mutex::new(None),
             closed: AtomicBool::new(false),
             opened: AtomicU64::new(0),
         });
@@ -51,10 +54,11 @@ impl Shared {
 
     /// Whether the connection is up right now.
     pub(crate) fn is_connected(&self) -> bool {
-        self.conn
-            .try_lock()
-            .map(|c| c.as_ref().is_some_and(|c| c.status().connected()))
-            .unwrap_or(true)
+        self.last
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .is_some_and(|c| c.status().connected())
     }
 
     /// The live connection, re-opened (one attempt, bounded by `connect_timeout`) if it
@@ -75,6 +79,7 @@ impl Shared {
             tracing::info!(url = %self.config.url, "rabbitmq connection re-opened");
         }
         *guard = Some(conn.clone());
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(conn.clone());
         Ok(conn)
     }
 
@@ -109,6 +114,7 @@ impl Shared {
     pub(crate) async fn close(&self) -> Result<(), Error> {
         self.closed.store(true, Ordering::Release);
         let conn = self.conn.lock().await.take();
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(conn) = conn {
             if conn.status().connected() {
                 conn.close(200, "OK".into())

@@ -288,3 +288,27 @@ async fn rejected_by_a_seed_service_lands_in_the_dlq_too() {
     assert_eq!(dead.message.id, m.id);
     dead.ack().await.expect("ack");
 }
+
+#[tokio::test]
+async fn closed_broker_refuses_everything() {
+    let Some(broker) = broker().await else { return };
+    assert!(broker.is_connected());
+    broker.health().await.expect("healthy");
+    let publisher = broker.publisher();
+    let subscriber = broker.subscriber();
+    broker.close().await.expect("close");
+    assert!(!broker.is_connected());
+    let n = Names::new();
+    assert!(matches!(
+        publisher.publish(&n.topic("x"), Message::new("x")).await,
+        Err(Error::Closed(_))
+    ));
+    assert!(matches!(
+        subscriber
+            .subscribe(&Subscription::new(n.sub("x"), [n.topic("x")]))
+            .await
+            .err(),
+        Some(Error::Closed(_))
+    ));
+    assert!(matches!(broker.health().await, Err(Error::Closed(_))));
+}

@@ -244,6 +244,71 @@ async fn keyed_unacked_message_blocks_next_with_prefetch_one() {
     subscriber.close().await.expect("close");
 }
 
+/// The testkit's inbox scenario with an aggregate id (so one key, one partition, a defined
+/// order): an already-processed event is acked without running the handler, a fresh one is
+/// handled and recorded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keyed_inbox_skips_duplicates() {
+    use longshore_core::memory::MemoryInbox;
+    use longshore_core::{Consumer, Event, EventPublisher, Inbox};
+    use longshore_testkit::runtime::OrderCreated;
+    use std::sync::Arc;
+
+    let Some(b) = broker().await else { return };
+    let n = Names::new();
+    let topic = n.topic("inbox");
+    let name = n.sub("inbox");
+    let inbox = Arc::new(MemoryInbox::new(1000));
+    let event = |i: u64| {
+        Event::from_typed(&OrderCreated {
+            order_id: format!("o-{i}"),
+            total_cents: 100 * i,
+        })
+        .expect("encode")
+        .with_aggregate_id("order-agg")
+    };
+    let seen = event(1);
+    inbox
+        .mark_processed(&name, &seen.id.to_string())
+        .await
+        .expect("mark");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let consumer = Consumer::new(
+        Arc::new(b.subscriber()),
+        Subscription::new(name.clone(), [topic.clone()]),
+    )
+    .concurrency(1)
+    .inbox(inbox.clone())
+    .on(move |e: OrderCreated, _| {
+        let tx = tx.clone();
+        async move {
+            let _ = tx.send(e.order_id);
+            Ok(())
+        }
+    })
+    .start()
+    .await
+    .expect("start");
+    let publisher = EventPublisher::new(Arc::new(b.publisher()));
+    publisher.publish_to(&topic, &seen).await.expect("publish");
+    let fresh = event(2);
+    publisher.publish_to(&topic, &fresh).await.expect("publish");
+    assert_eq!(
+        within("fresh event", rx.recv()).await.as_deref(),
+        Some("o-2")
+    );
+    let stats = consumer.shutdown(Duration::from_secs(10)).await;
+    assert_eq!((stats.acked, stats.duplicates), (2, 1));
+    assert!(
+        rx.try_recv().is_err(),
+        "an already-processed message was handled again"
+    );
+    assert!(inbox
+        .is_processed(&name, &fresh.id.to_string())
+        .await
+        .expect("check"));
+}
+
 /// One aggregate's events of different types share the Kafka topic (first word) and, by key,
 /// the partition: a subscription to all of them sees them in publish order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

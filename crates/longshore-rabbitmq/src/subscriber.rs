@@ -41,7 +41,8 @@ pub fn queue_arguments(queue: &str) -> FieldTable {
     args
 }
 
-/// What one subscription is on the broker.
+/// What one subscription is on the broker. Names are validated before (`Subscription::validate`:
+/// queue ≤ 128 bytes, patterns ≤ 255), so converting them to AMQP short strings cannot fail.
 struct Topology {
     queue: String,
     patterns: Vec<String>,

@@ -312,3 +312,34 @@ async fn closed_broker_refuses_everything() {
     ));
     assert!(matches!(broker.health().await, Err(Error::Closed(_))));
 }
+
+#[tokio::test]
+async fn queue_declared_otherwise_is_a_config_error() {
+    let Some(broker) = broker().await else { return };
+    let n = Names::new();
+    let name = n.sub("other-args");
+    let (_conn, raw) = raw_channel().await;
+    raw.queue_declare(
+        name.as_str().into(),
+        QueueDeclareOptions {
+            durable: true,
+            ..Default::default()
+        },
+        FieldTable::default(),
+    )
+    .await
+    .expect("a queue without DLX arguments");
+    let r = broker
+        .subscriber()
+        .subscribe(&Subscription::new(name.clone(), [n.topic("x")]))
+        .await;
+    match r {
+        Err(Error::Config(message)) => {
+            assert!(message.contains("PRECONDITION_FAILED"), "{message}")
+        }
+        other => panic!("expected Config, got {:?}", other.err()),
+    }
+    raw.queue_delete(name.as_str().into(), QueueDeleteOptions::default())
+        .await
+        .expect("delete");
+}

@@ -399,10 +399,19 @@ pub async fn fanout_and_competing_consumers(f: &impl BrokerFactory) {
     assert_eq!(got, expected);
 }
 
+/// Gives every topic of this test a subscriber, so messages that the scenario's own
+/// subscription must not see are still routable (RabbitMQ reports unroutable publishes as
+/// errors by default, as it should).
+async fn catch_all(n: &Names, subscriber: &Arc<dyn longshore_core::Subscriber>) {
+    let all = Subscription::new(n.sub("catch-all"), [format!("{}.#", n.prefix())]);
+    subscriber.ensure_subscription(&all).await.expect("catch-all subscription");
+}
+
 /// `*` matches exactly one word.
 pub async fn wildcard_star(f: &impl BrokerFactory) {
     let n = Names::new();
     let (publisher, subscriber) = (f.publisher().await, f.subscriber().await);
+    catch_all(&n, &subscriber).await;
     let mut stream = subscriber
         .subscribe(&Subscription::new(n.sub("star"), [n.topic("orders.*")]))
         .await
@@ -428,6 +437,7 @@ pub async fn wildcard_star(f: &impl BrokerFactory) {
 pub async fn wildcard_hash(f: &impl BrokerFactory) {
     let n = Names::new();
     let (publisher, subscriber) = (f.publisher().await, f.subscriber().await);
+    catch_all(&n, &subscriber).await;
     let mut stream = subscriber
         .subscribe(&Subscription::new(n.sub("hash"), [n.topic("orders.#")]))
         .await
@@ -471,6 +481,7 @@ pub async fn hash_matches_zero_words(f: &impl BrokerFactory) {
 pub async fn several_patterns_on_one_subscription(f: &impl BrokerFactory) {
     let n = Names::new();
     let (publisher, subscriber) = (f.publisher().await, f.subscriber().await);
+    catch_all(&n, &subscriber).await;
     let sub = Subscription::new(
         n.sub("multi"),
         [

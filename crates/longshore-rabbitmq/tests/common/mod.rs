@@ -4,7 +4,7 @@
 use std::sync::Arc;
 
 use longshore_core::{async_trait, Publisher, Subscriber};
-use longshore_rabbitmq::{RabbitBroker, RabbitConfig, Unroutable, DEFAULT_URL};
+use longshore_rabbitmq::{RabbitBroker, RabbitConfig, DEFAULT_URL};
 use longshore_testkit::{require_broker, BrokerFactory};
 
 /// `AMQP_URL` or the local broker.
@@ -38,11 +38,10 @@ impl BrokerFactory for Rabbit {
     }
 }
 
-/// The suite publishes to topics no subscription matches and expects `Ok` (as the memory
-/// broker, Kafka and JetStream give), so it runs with `Unroutable::Accept`; the default
-/// (`Unroutable::Error`) has its own tests in `publishing.rs`.
+/// The suite runs with the default configuration (unroutable publishes are errors; the
+/// scenarios keep every topic they publish to routable).
 pub async fn suite_factory() -> Option<Rabbit> {
-    broker_with(|c| c.with_unroutable(Unroutable::Accept))
+    broker_with(|c| c)
         .await
         .map(Rabbit)
 }

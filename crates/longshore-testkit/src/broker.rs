@@ -194,7 +194,8 @@ pub async fn unacked_message_blocks_next_with_prefetch_one(f: &impl BrokerFactor
     let topic = n.topic("inorder");
     let sub = Subscription::new(n.sub("inorder"), [topic.clone()]).with_prefetch(1);
     let mut stream = subscriber.subscribe(&sub).await.expect("subscribe");
-    let (a, b) = (message(1), message(2));
+    // One key: brokers order by key (Kafka only within a partition), not across keys.
+    let (a, b) = (message(1).with_key("k"), message(2).with_key("k"));
     publisher
         .publish_batch(&topic, vec![a.clone(), b.clone()])
         .await
@@ -404,7 +405,10 @@ pub async fn fanout_and_competing_consumers(f: &impl BrokerFactory) {
 /// errors by default, as it should).
 async fn catch_all(n: &Names, subscriber: &Arc<dyn longshore_core::Subscriber>) {
     let all = Subscription::new(n.sub("catch-all"), [format!("{}.#", n.prefix())]);
-    subscriber.ensure_subscription(&all).await.expect("catch-all subscription");
+    subscriber
+        .ensure_subscription(&all)
+        .await
+        .expect("catch-all subscription");
 }
 
 /// `*` matches exactly one word.

@@ -515,7 +515,8 @@ pub async fn inbox_skips_duplicates(f: &impl BrokerFactory) {
     let topic = n.topic("inbox");
     let name = n.sub("inbox");
     let inbox = Arc::new(MemoryInbox::new(1000));
-    let seen = event_of(&created(1));
+    // One aggregate, so the two arrive in publish order on every broker (Kafka orders by key).
+    let seen = event_of(&created(1)).with_aggregate_id("order-1");
     longshore_core::Inbox::mark_processed(&*inbox, &name, &seen.id.to_string())
         .await
         .expect("mark");
@@ -541,7 +542,7 @@ pub async fn inbox_skips_duplicates(f: &impl BrokerFactory) {
         .publish_to(&topic, &seen)
         .await
         .expect("publish already-processed");
-    let fresh = event_of(&created(2));
+    let fresh = event_of(&created(2)).with_aggregate_id("order-1");
     publisher.publish_to(&topic, &fresh).await.expect("publish");
     assert_eq!(
         within("fresh event", rx.recv()).await.as_deref(),

@@ -41,7 +41,5 @@ impl BrokerFactory for Rabbit {
 /// The suite runs with the default configuration (unroutable publishes are errors; the
 /// scenarios keep every topic they publish to routable).
 pub async fn suite_factory() -> Option<Rabbit> {
-    broker_with(|c| c)
-        .await
-        .map(Rabbit)
+    broker_with(|c| c).await.map(Rabbit)
 }

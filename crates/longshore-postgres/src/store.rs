@@ -89,7 +89,6 @@ struct Sql {
     read_stream: SqlStr,
     read_all: SqlStr,
     any_after: SqlStr,
-    held_back: SqlStr,
     load_checkpoint: SqlStr,
     save_checkpoint: SqlStr,
     claim: SqlStr,
@@ -102,7 +101,9 @@ const EVENT_COLUMNS: &str = "position, stream_id, version, event_id, event_type,
      occurred_at, aggregate_id, correlation_id, causation_id, traceparent, headers::text AS headers";
 
 /// The watermark: positions below `oldest running transaction id << 16` are final.
-const WATERMARK: &str = "((pg_snapshot_xmin(pg_current_snapshot())::text)::bigint << 16)";
+/// Written as an uncorrelated scalar subquery so that it is evaluated once per statement (an
+/// InitPlan) and used as an index bound, whatever plan shape the planner picks.
+const WATERMARK: &str = "(SELECT ((pg_snapshot_xmin(pg_current_snapshot())::text)::bigint << 16))";
 
 impl Sql {
     fn new(schema: &Schema, outbox: bool) -> Self {
@@ -182,16 +183,20 @@ SELECT (SELECT version FROM st) AS version,
                 "SELECT {EVENT_COLUMNS} FROM {events} WHERE stream_id = $1 AND version >= $2 \
                  ORDER BY version LIMIT $3"
             )),
+            // One round trip: the page, and whether committed events wait above the
+            // watermark (then a page that is not full is worth waiting for).
             read_all: sql(format!(
-                "SELECT {EVENT_COLUMNS} FROM {events} \
-                 WHERE position > $1 AND position < {WATERMARK} \
-                 ORDER BY position LIMIT $2"
+                "SELECT (SELECT EXISTS (SELECT 1 FROM {events} \
+                                       WHERE position > $1 AND position >= {WATERMARK})) AS held_back, e.* \
+                 FROM (SELECT 1) AS one \
+                 LEFT JOIN LATERAL ( \
+                   SELECT {EVENT_COLUMNS} FROM {events} \
+                   WHERE position > $1 AND position < {WATERMARK} \
+                   ORDER BY position LIMIT $2) AS e ON true \
+                 ORDER BY e.position"
             )),
             any_after: sql(format!(
                 "SELECT EXISTS (SELECT 1 FROM {events} WHERE position > $1 AND position < {WATERMARK})"
-            )),
-            held_back: sql(format!(
-                "SELECT EXISTS (SELECT 1 FROM {events} WHERE position > $1 AND position >= {WATERMARK})"
             )),
             load_checkpoint: sql(format!(
                 "SELECT position FROM {checkpoints} WHERE name = $1"
@@ -811,22 +816,25 @@ impl EventStore for PgStore {
                 .fetch_all(&self.inner.pool)
                 .await
                 .map_err(map_store_error)?;
-            let full = rows.len() >= limit_n;
-            if full || tokio::time::Instant::now() >= deadline {
-                return rows.iter().map(decode_event).collect();
+            let held_back = match rows.first() {
+                Some(row) => row
+                    .try_get::<bool, _>("held_back")
+                    .map_err(map_store_error)?,
+                None => false,
+            };
+            // With no event, the LEFT JOIN still yields one row whose columns are NULL.
+            let mut events = Vec::with_capacity(rows.len());
+            for row in &rows {
+                if row
+                    .try_get::<Option<i64>, _>("position")
+                    .map_err(map_store_error)?
+                    .is_some()
+                {
+                    events.push(decode_event(row)?);
+                }
             }
-            let from = rows
-                .last()
-                .map_or(Ok(to_i64(after)), |r| r.try_get::<i64, _>("position"))
-                .map_err(map_store_error)?;
-            let held_back: bool =
-                sqlx::query_scalar::<Postgres, bool>(self.inner.sql.held_back.clone())
-                    .bind(from)
-                    .fetch_one(&self.inner.pool)
-                    .await
-                    .map_err(map_store_error)?;
-            if !held_back {
-                return rows.iter().map(decode_event).collect();
+            if events.len() >= limit_n || !held_back || tokio::time::Instant::now() >= deadline {
+                return Ok(events);
             }
             tokio::time::sleep(pause).await;
             pause = (pause * 2).min(Duration::from_millis(50));

@@ -1,6 +1,6 @@
 //! The publisher: idempotent `acks=all` producer, one delivery report awaited per message.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -30,6 +30,7 @@ pub struct KafkaPublisher {
     shared: Arc<Shared>,
     producer: Mutex<Option<Arc<RawProducer>>>,
     closed: AtomicBool,
+    replaced: AtomicU64,
 }
 
 impl std::fmt::Debug for KafkaPublisher {
@@ -47,6 +48,7 @@ impl KafkaPublisher {
             shared,
             producer: Mutex::new(None),
             closed: AtomicBool::new(false),
+            replaced: AtomicU64::new(0),
         }
     }
 
@@ -88,9 +90,15 @@ impl KafkaPublisher {
         let mut slot = lock(&self.producer);
         if slot.as_ref().is_some_and(|p| Arc::ptr_eq(p, used)) {
             if let Some(old) = slot.take() {
+                self.replaced.fetch_add(1, Ordering::Relaxed);
                 dispose(old);
             }
         }
+    }
+
+    /// How many times a fatal error made this publisher drop its producer for a new one.
+    pub fn producers_replaced(&self) -> u64 {
+        self.replaced.load(Ordering::Relaxed)
     }
 
     fn check_open(&self) -> Result<(), Error> {

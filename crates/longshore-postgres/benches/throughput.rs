@@ -102,7 +102,7 @@ async fn raw_append(pool: &PgPool, schema: &str, stream: &str, batch: &[Event]) 
 
 async fn raw_read_all(pool: &PgPool, schema: &str, decode: bool, watermark: bool) -> usize {
     let bound = if watermark {
-         " AND position < (SELECT ((pg_snapshot_xmin(pg_current_snapshot())::text)::bigint << 16))"
+        " AND position < (SELECT ((pg_snapshot_xmin(pg_current_snapshot())::text)::bigint << 16))"
     } else {
         ""
     };

@@ -184,10 +184,12 @@ SELECT (SELECT version FROM st) AS version,
                  ORDER BY version LIMIT $3"
             )),
             // One round trip: the page, and whether committed events wait above the
-            // watermark (then a page that is not full is worth waiting for).
+            // watermark (then a page that is not full is worth waiting for). `max(position)`
+            // is an index probe whatever the table's statistics say, so a plan cached while
+            // the table was small stays cheap.
             read_all: sql(format!(
-                "SELECT (SELECT EXISTS (SELECT 1 FROM {events} \
-                                       WHERE position > $1 AND position >= {WATERMARK})) AS held_back, e.* \
+                "SELECT coalesce((SELECT max(position) FROM {events}) \
+                                 >= greatest({WATERMARK}, $1 + 1), false) AS held_back, e.* \
                  FROM (SELECT 1) AS one \
                  LEFT JOIN LATERAL ( \
                    SELECT {EVENT_COLUMNS} FROM {events} \

@@ -25,6 +25,7 @@
 //! Options (or environment): `--subscription NAME` (`DLQ_SUBSCRIPTION`; demo default
 //! `payments-<random>`), `--filter TEXT` (`DLQ_FILTER`: replay dead letters whose id, event
 //! type, reason, original topic or body contains TEXT), `--all`, `--existing`, `--dry-run`,
+//! `--keep` (demo: leave the remaining dead letters for a later `--existing` run),
 //! `--idle-ms N` (with `--existing`: stop reading after N ms without a new dead letter, default
 //! 2000), `--max N` (at most N dead letters per run, default 100).
 //!
@@ -89,6 +90,8 @@ pub struct Options {
     pub idle: Option<Duration>,
     /// At most this many dead letters per run.
     pub max: Option<u16>,
+    /// Demo: leave what remains in the dead-letter queue (for a later `--existing` run).
+    pub keep: bool,
 }
 
 impl Options {
@@ -108,13 +111,14 @@ impl Options {
                 "--all" => o.all = true,
                 "--existing" => o.existing = true,
                 "--dry-run" => o.dry_run = true,
+                "--keep" => o.keep = true,
                 "--idle-ms" => {
                     o.idle = Some(Duration::from_millis(value("--idle-ms")?.parse()?));
                 }
                 "--max" => o.max = Some(value("--max")?.parse()?),
                 "-h" | "--help" => {
                     println!(
-                        "usage: dlq_replay [--subscription NAME] [--filter TEXT | --all] [--dry-run]\n\
+                        "usage: dlq_replay [--subscription NAME] [--filter TEXT | --all] [--dry-run] [--keep]\n\
                          \x20      dlq_replay --existing --subscription NAME [--filter TEXT | --all] [--dry-run] [--idle-ms N] [--max N]\n\
                          env: LONGSHORE_URL (default memory://), DLQ_SUBSCRIPTION, DLQ_FILTER"
                     );
@@ -326,7 +330,7 @@ pub async fn run(config: &longshore::Config, options: &Options) -> Result<Report
     println!("backend: {} ({config})", ls.backend);
     let max = usize::from(options.max.unwrap_or(100).max(1));
     let result = if options.existing {
-        existing(&ls, options, max).await.map(|_| Report::default())
+        existing(&ls, options, max).await
     } else {
         demo(&ls, options, max).await
     };
@@ -341,7 +345,7 @@ async fn existing(
     ls: &longshore::Longshore,
     options: &Options,
     max: usize,
-) -> Result<(), BoxError> {
+) -> Result<Report, BoxError> {
     let name = options
         .subscription
         .as_deref()
@@ -353,8 +357,14 @@ async fn existing(
     let mut dlq = ls.subscriber.subscribe(&dlq_sub).await?;
     let idle = options.idle.unwrap_or(Duration::from_millis(2000));
     let letters = read_letters(&mut dlq, None, idle, max).await?;
-    inspect_and_replay(ls.publisher.as_ref(), letters, options).await?;
-    Ok(())
+    let dead_lettered = letters.iter().map(|l| l.label.clone()).collect();
+    let (replayed, kept) = inspect_and_replay(ls.publisher.as_ref(), letters, options).await?;
+    Ok(Report {
+        dead_lettered,
+        replayed,
+        handled_after_replay: BTreeSet::new(),
+        dead_at_end: kept,
+    })
 }
 
 async fn demo(
@@ -509,11 +519,18 @@ async fn demo(
         return Err(format!("dead-letter queue holds {labels:?}, expected {dead_at_end:?}").into());
     }
     println!("still in dlq.{name}: {labels:?}");
-    // Demo cleanup: a declined card will not go through by replaying it; discard.
-    for letter in left.drain(..) {
-        letter.delivery.ack().await?;
+    if options.keep {
+        for letter in left.drain(..) {
+            letter.delivery.nack(None).await?;
+        }
+        println!("kept; replay later with: dlq_replay --existing --subscription {name} --all");
+    } else {
+        // Demo cleanup: a declined card will not go through by replaying it; discard.
+        for letter in left.drain(..) {
+            letter.delivery.ack().await?;
+        }
+        println!("demo cleanup: discarded {labels:?}");
     }
-    println!("demo cleanup: discarded {labels:?}");
 
     let stats = consumer.shutdown(Duration::from_secs(10)).await;
     println!(

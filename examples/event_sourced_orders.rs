@@ -502,19 +502,37 @@ pub async fn run(config: &longshore::Config, projection_name: &str) -> Result<Re
     println!("store: {} events in {o1} and {o2}", stored.len());
 
     // ---- the outbox relay: store -> broker ----
+    // Passes run to completion: stopping between passes never leaves rows claimed and
+    // published but unmarked (`OutboxRelay::run` would drop an in-flight pass on stop).
     let relay = OutboxRelay::new(
         format!("order-relay-{run}"),
         outbox.clone(),
         ls.publisher.clone(),
-    )
-    .idle_wait(Duration::from_millis(50));
-    let (stop_relay, stopped) = tokio::sync::oneshot::channel::<()>();
+    );
+    let (stop_relay, mut stopped) = tokio::sync::oneshot::channel::<()>();
     let relay_task = tokio::spawn(async move {
-        relay
-            .run(async {
-                let _ = stopped.await;
-            })
-            .await
+        let mut sent = 0u64;
+        loop {
+            let idle = match relay.run_once().await {
+                Ok(pass) => {
+                    sent += pass.sent as u64;
+                    (pass.claimed == 0).then_some(Duration::from_millis(50))
+                }
+                Err(e) => {
+                    // Unconfirmed rows were released; they go out on a later pass.
+                    println!("relay: pass failed ({e}); retrying");
+                    Some(Duration::from_millis(500))
+                }
+            };
+            if let Some(idle) = idle {
+                tokio::select! {
+                    _ = &mut stopped => return sent,
+                    _ = tokio::time::sleep(idle) => {}
+                }
+            } else if stopped.try_recv().is_ok() {
+                return sent;
+            }
+        }
     });
 
     let mut applied = HashSet::new();

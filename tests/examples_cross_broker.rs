@@ -100,6 +100,75 @@ async fn dlq_default(url: &str) {
     }
 }
 
+/// The demo with `--keep` leaves the declined card (p-3) in the dead-letter queue; a second
+/// process-like run with `--existing --filter declined` replays it to its original topic, where
+/// a plain consumer of the subscription receives it without the dead-letter headers.
+#[allow(dead_code)]
+async fn dlq_keep_then_existing(url: &str) {
+    use futures::StreamExt;
+    let name = format!("payments-{}", run_id());
+    let keep = dlq_replay::Options {
+        subscription: Some(name.clone()),
+        keep: true,
+        ..Default::default()
+    };
+    if !reachable(url).await {
+        return;
+    }
+    let config = Config::new(url);
+    let first = dlq_replay::run(&config, &keep)
+        .await
+        .unwrap_or_else(|e| panic!("dlq_replay --keep on {config}: {e}"));
+    assert_eq!(first.dead_at_end, set(&["p-3"]));
+
+    let existing = dlq_replay::Options {
+        subscription: Some(name.clone()),
+        existing: true,
+        filter: Some("declined".into()),
+        idle: Some(std::time::Duration::from_secs(5)),
+        ..Default::default()
+    };
+    let second = dlq_replay::run(&config, &existing)
+        .await
+        .unwrap_or_else(|e| panic!("dlq_replay --existing on {config}: {e}"));
+    assert_eq!(second.dead_lettered, set(&["p-3"]));
+    assert_eq!(second.replayed, set(&["p-3"]));
+    assert!(second.dead_at_end.is_empty());
+
+    let ls = longshore::connect(url).await.expect("connect");
+    let mut stream = ls
+        .subscriber
+        .subscribe(&longshore::Subscription::new(
+            name.clone(),
+            [format!("{name}.*")],
+        ))
+        .await
+        .expect("subscribe");
+    let delivery = tokio::time::timeout(std::time::Duration::from_secs(60), stream.next())
+        .await
+        .expect("the replayed message in time")
+        .expect("stream open")
+        .expect("delivery");
+    let body: serde_json::Value =
+        serde_json::from_slice(&delivery.message.payload).expect("json body");
+    assert_eq!(body["data"]["payment_id"], "p-3");
+    assert_eq!(delivery.topic, format!("{name}.payment_requested"));
+    for h in [
+        longshore::subscriber::HEADER_DLQ_REASON,
+        longshore::subscriber::HEADER_DLQ_TOPIC,
+        longshore::subscriber::HEADER_DLQ_ATTEMPTS,
+    ] {
+        assert!(
+            !delivery.message.headers.contains_key(h),
+            "{h} left on the replayed message"
+        );
+    }
+    delivery.ack().await.expect("ack");
+    drop(stream);
+    ls.subscriber.close().await.expect("close");
+    ls.publisher.close().await.expect("close");
+}
+
 #[tokio::test]
 async fn event_sourced_orders_memory() {
     let report = event_sourced(Config::new("memory://"))
@@ -167,6 +236,12 @@ async fn dlq_replay_rabbitmq() {
     dlq_default(&amqp_url()).await;
 }
 
+#[cfg(feature = "rabbitmq")]
+#[tokio::test]
+async fn dlq_replay_existing_rabbitmq() {
+    dlq_keep_then_existing(&amqp_url()).await;
+}
+
 #[cfg(feature = "nats")]
 fn nats_url() -> String {
     env_or("NATS_URL", "nats://127.0.0.1:4222")
@@ -184,6 +259,12 @@ async fn event_sourced_orders_nats() {
 #[tokio::test]
 async fn dlq_replay_nats() {
     dlq_default(&nats_url()).await;
+}
+
+#[cfg(feature = "nats")]
+#[tokio::test]
+async fn dlq_replay_existing_nats() {
+    dlq_keep_then_existing(&nats_url()).await;
 }
 
 #[cfg(feature = "kafka")]
@@ -206,6 +287,12 @@ async fn event_sourced_orders_kafka() {
 #[tokio::test]
 async fn dlq_replay_kafka() {
     dlq_default(&kafka_url()).await;
+}
+
+#[cfg(feature = "kafka")]
+#[tokio::test]
+async fn dlq_replay_existing_kafka() {
+    dlq_keep_then_existing(&kafka_url()).await;
 }
 
 #[cfg(feature = "postgres")]
@@ -265,6 +352,12 @@ async fn event_sourced_orders_postgres() {
 #[tokio::test]
 async fn dlq_replay_postgres() {
     dlq_default(&pg::url()).await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn dlq_replay_existing_postgres() {
+    dlq_keep_then_existing(&pg::url()).await;
 }
 
 /// A broker without a store of its own, with the event store (and outbox and inbox) in

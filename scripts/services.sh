@@ -15,26 +15,11 @@ failed=()
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
 have_docker_engine() { command -v docker >/dev/null 2>&1 && docker info >/dev/null 2>&1; }
 
-start_postgres() {
-  if command -v pg_ctlcluster >/dev/null 2>&1 && [ -d /etc/postgresql ]; then
-    pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | head -n1)" main start || return 1
-    local i
-    for ((i = 0; i < 300; i++)); do port_open 5432 && return 0; sleep 0.1; done
-    return 1
-  fi
-  echo "no PostgreSQL cluster on this machine" >&2
-  return 1
-}
-
 ensure() { # name port command...
   local name=$1 port=$2
   shift 2
   if [ "$mode" = status ]; then
     if port_open "$port"; then echo "ok: $name on 127.0.0.1:$port"; else echo "DOWN: $name"; failed+=("$name"); fi
-    return
-  fi
-  if port_open "$port" && [ "$name" != rabbitmq ] && [ "$name" != kafka ]; then
-    echo "ok: $name on 127.0.0.1:$port"
     return
   fi
   if ! port_open "$port" && have_docker_engine; then
@@ -53,7 +38,7 @@ ensure() { # name port command...
 
 kafka_up() { bash scripts/kafka-broker.sh install && bash scripts/kafka-broker.sh start; }
 
-ensure postgres 5432 start_postgres
+ensure postgres 5432 bash scripts/postgres-server.sh
 ensure rabbitmq 5672 bash scripts/rabbitmq-broker.sh
 ensure nats 4222 bash scripts/nats-broker.sh
 ensure kafka 9092 kafka_up

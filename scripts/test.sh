@@ -6,6 +6,9 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/services.sh
+# Tuning for the local Kafka-protocol broker when this project started it (faster group joins);
+# prints nothing for any other broker.
+eval "$(bash scripts/kafka-broker.sh env)"
 
 # Tests that restart a shared broker run alone, after everything else, so they never pull the
 # server from under other tests.

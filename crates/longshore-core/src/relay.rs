@@ -127,26 +127,36 @@ impl OutboxRelay {
 
     /// Runs passes until `stop` resolves: immediately again while rows keep coming, waiting
     /// `idle_wait` when the outbox is empty, backing off after failures. Returns rows sent.
+    ///
+    /// `stop` is only looked at between passes: a pass in flight is never cancelled, so rows
+    /// that were published are always marked sent before `run` returns.
     pub async fn run(&self, stop: impl std::future::Future<Output = ()>) -> u64 {
+        use futures::FutureExt;
         tokio::pin!(stop);
         let mut total = 0u64;
         let mut failures = 0u32;
         loop {
-            let wait = tokio::select! {
-                _ = &mut stop => return total,
-                result = self.run_once() => match result {
-                    Ok(report) => {
-                        failures = 0;
-                        total += report.sent as u64;
-                        if report.claimed == 0 { self.idle_wait } else { Duration::ZERO }
+            if stop.as_mut().now_or_never().is_some() {
+                return total;
+            }
+            let wait = match self.run_once().await {
+                Ok(report) => {
+                    failures = 0;
+                    total += report.sent as u64;
+                    if report.claimed == 0 {
+                        self.idle_wait
+                    } else {
+                        Duration::ZERO
                     }
-                    Err(e) => {
-                        failures = failures.saturating_add(1);
-                        if let RelayError::Publish { sent, .. } = &e { total += *sent as u64; }
-                        tracing::warn!(relay = %self.name, error = %e, "outbox relay pass failed; backing off");
-                        self.retry.backoff(failures)
+                }
+                Err(e) => {
+                    failures = failures.saturating_add(1);
+                    if let RelayError::Publish { sent, .. } = &e {
+                        total += *sent as u64;
                     }
-                },
+                    tracing::warn!(relay = %self.name, error = %e, "outbox relay pass failed; backing off");
+                    self.retry.backoff(failures)
+                }
             };
             if !wait.is_zero() {
                 tokio::select! {

@@ -227,3 +227,80 @@ async fn full_subscription_pushes_back_with_a_typed_error() {
         .expect("published once there was room");
     assert_eq!(broker.depth("slow"), 3);
 }
+
+/// Holds every batch until released, so a test can stop the relay mid-pass.
+struct Gate {
+    inner: Arc<dyn Publisher>,
+    entered: tokio::sync::mpsc::UnboundedSender<()>,
+    release: Arc<tokio::sync::Notify>,
+}
+
+#[async_trait]
+impl Publisher for Gate {
+    async fn publish(&self, topic: &str, message: Message) -> Result<(), Error> {
+        self.inner.publish(topic, message).await
+    }
+
+    async fn publish_batch(&self, topic: &str, messages: Vec<Message>) -> Result<(), BatchError> {
+        let _ = self.entered.send(());
+        self.release.notified().await;
+        self.inner.publish_batch(topic, messages).await
+    }
+
+    async fn close(&self) -> Result<(), Error> {
+        self.inner.close().await
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.inner.capabilities()
+    }
+}
+
+#[tokio::test]
+async fn relay_run_finishes_the_pass_in_flight_before_stopping() {
+    let store = MemoryStore::with_outbox();
+    for i in 0..50 {
+        store
+            .append(&format!("order-{i}"), ExpectedVersion::NoStream, events(1))
+            .await
+            .expect("append");
+    }
+    let broker = MemoryBroker::default();
+    let mut stream = broker
+        .subscriber()
+        .subscribe(&Subscription::new("s", ["events.#"]).with_prefetch(100))
+        .await
+        .expect("subscribe");
+    let outbox: Arc<dyn Outbox> = Arc::new(store.clone());
+    let (entered_tx, mut entered) = tokio::sync::mpsc::unbounded_channel();
+    let release = Arc::new(tokio::sync::Notify::new());
+    let gate = Gate {
+        inner: Arc::new(broker.publisher()),
+        entered: entered_tx,
+        release: release.clone(),
+    };
+    let relay = OutboxRelay::new("r1", outbox.clone(), Arc::new(gate)).batch_size(50);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(async move {
+        relay
+            .run(async move {
+                let _ = stop_rx.await;
+            })
+            .await
+    });
+    // The pass is inside publish_batch: ask to stop, then let the publish through.
+    entered.recv().await.expect("relay reached the publisher");
+    stop_tx.send(()).expect("relay alive");
+    release.notify_one();
+    let sent = tokio::time::timeout(Duration::from_secs(10), running)
+        .await
+        .expect("relay stops")
+        .expect("task");
+    assert_eq!(sent, 50, "the pass in flight completes");
+    assert_eq!(
+        outbox.pending().await.expect("pending"),
+        0,
+        "published rows are marked sent"
+    );
+    assert_eq!(received(&mut stream, 50).await.len(), 50);
+}

@@ -125,6 +125,11 @@ impl Consumer {
     }
 
     /// Skips (acks) messages whose id the inbox has seen, and records ids after success.
+    ///
+    /// The check and the record are two steps around the handler, so two copies of one message
+    /// handled at the same moment (concurrency > 1, or two consumers) can both run. Where a
+    /// handler's effects must happen exactly once, record the id in the same transaction as
+    /// the effects (`longshore_postgres::PgInbox::process_once`) or consume with concurrency 1.
     pub fn inbox(mut self, inbox: Arc<dyn Inbox>) -> Self {
         self.inbox = Some(inbox);
         self

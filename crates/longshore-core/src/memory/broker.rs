@@ -101,7 +101,14 @@ impl Queue {
 struct Shared {
     config: MemoryConfig,
     queues: Mutex<HashMap<String, Arc<Queue>>>,
+    /// Which subscriptions each topic routes to, so a publish costs a hash lookup instead of
+    /// matching every pattern. Cleared whenever a subscription or binding is added; bounded by
+    /// clearing when it grows past `ROUTE_CACHE_LIMIT` topics.
+    routes: Mutex<HashMap<String, Arc<[Arc<Queue>]>>>,
 }
+
+/// Most topics whose routes are cached at once.
+const ROUTE_CACHE_LIMIT: usize = 10_000;
 
 impl Shared {
     fn ensure_queue(&self, name: &str, patterns: &[String]) -> Arc<Queue> {
@@ -125,11 +132,20 @@ impl Shared {
             }
         }
         drop(bound);
+        // Still under the queues lock: routes computed from now on see this binding.
+        lock(&self.routes).clear();
+        drop(queues);
         queue
     }
 
-    fn matching(&self, topic: &str) -> Vec<Arc<Queue>> {
-        lock(&self.queues)
+    fn matching(&self, topic: &str) -> Arc<[Arc<Queue>]> {
+        if let Some(hit) = lock(&self.routes).get(topic) {
+            return hit.clone();
+        }
+        // Match under the queues lock, so a subscription added meanwhile (which clears the
+        // cache under the same lock) cannot be missed by what we insert.
+        let queues = lock(&self.queues);
+        let found: Arc<[Arc<Queue>]> = queues
             .values()
             .filter(|q| {
                 lock(&q.patterns)
@@ -137,12 +153,20 @@ impl Shared {
                     .any(|p| crate::topic::matches(p, topic))
             })
             .cloned()
-            .collect()
+            .collect();
+        let mut routes = lock(&self.routes);
+        if routes.len() >= ROUTE_CACHE_LIMIT {
+            routes.clear();
+        }
+        routes.insert(topic.to_string(), found.clone());
+        drop(routes);
+        drop(queues);
+        found
     }
 
     /// Routes one message to every matching subscription, waiting for room where one is full.
     async fn route(&self, topic: &str, message: &Message) -> Result<(), Error> {
-        for queue in self.matching(topic) {
+        for queue in self.matching(topic).iter() {
             let deadline = tokio::time::Instant::now() + self.config.publish_timeout;
             loop {
                 let room = queue.room.notified();
@@ -200,6 +224,7 @@ impl MemoryBroker {
     pub fn new(config: MemoryConfig) -> Self {
         MemoryBroker {
             shared: Arc::new(Shared {
+                routes: Mutex::new(HashMap::new()),
                 config,
                 queues: Mutex::new(HashMap::new()),
             }),
@@ -494,5 +519,48 @@ impl Acker for MemoryAcker {
             self.queue.settle();
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::StreamExt;
+
+    #[tokio::test]
+    async fn a_new_subscription_invalidates_cached_routes() {
+        let broker = MemoryBroker::default();
+        let publisher = broker.publisher();
+        // Caches "no subscription" for the topic.
+        publisher
+            .publish("orders.created", Message::new("early"))
+            .await
+            .expect("publish");
+        let subscriber = broker.subscriber();
+        let mut first = subscriber
+            .subscribe(&Subscription::new("a", ["orders.*"]))
+            .await
+            .expect("subscribe");
+        publisher
+            .publish("orders.created", Message::new("one"))
+            .await
+            .expect("publish");
+        let d = first.next().await.expect("open").expect("delivery");
+        assert_eq!(&d.message.payload[..], b"one");
+        d.ack().await.expect("ack");
+        // A second binding on the cached topic is seen too.
+        let mut second = subscriber
+            .subscribe(&Subscription::new("b", ["orders.#"]))
+            .await
+            .expect("subscribe");
+        publisher
+            .publish("orders.created", Message::new("two"))
+            .await
+            .expect("publish");
+        for stream in [&mut first, &mut second] {
+            let d = stream.next().await.expect("open").expect("delivery");
+            assert_eq!(&d.message.payload[..], b"two");
+            d.ack().await.expect("ack");
+        }
     }
 }

@@ -125,6 +125,11 @@ pub trait EventStore: Send + Sync {
 
     /// Reads up to `limit` events with position greater than `after`, in global order, never
     /// skipping an event that a concurrent transaction commits later.
+    ///
+    /// To keep that promise a store may return fewer events than exist (even none) while an
+    /// earlier position is still held by a transaction in flight; positions may be sparse but
+    /// always increase. Followers should poll (or use [`crate::catch_up::subscribe_all`]) rather
+    /// than treat an empty page as the end for good.
     async fn read_all(&self, after: u64, limit: usize) -> Result<Vec<RecordedEvent>, StoreError>;
 
     /// Loads the last position processed by the named catch-up subscription.

@@ -3,8 +3,6 @@
 use std::sync::Arc;
 
 use crate::codec::{Codec, JsonCodec};
-#[allow(unused_imports)]
-use crate::error::BatchError;
 use crate::error::Error;
 use crate::event::{DomainEvent, Event};
 use crate::publisher::Publisher;
@@ -69,7 +67,7 @@ impl EventPublisher {
 
     /// Publishes events to one topic as a pipelined batch. Nothing is sent if an event
     /// cannot be encoded; a partial failure is an [`Error`] whose source is the
-    /// [`BatchError`] listing the unconfirmed messages.
+    /// [`BatchError`](crate::BatchError) listing the unconfirmed messages.
     pub async fn publish_batch_to(&self, topic: &str, events: &[Event]) -> Result<(), Error> {
         let messages = events
             .iter()

@@ -780,6 +780,3 @@ pub async fn redelivery_counts_attempts(f: &impl BrokerFactory) {
     }
     d.ack().await.expect("ack");
 }
-
-#[allow(dead_code)]
-fn _object_safe(_: Arc<dyn longshore_core::Publisher>, _: Arc<dyn longshore_core::Subscriber>) {}

@@ -8,8 +8,7 @@ use futures::StreamExt;
 use longshore_core::catch_up::{run_catch_up, subscribe_all};
 use longshore_core::memory::MemoryBroker;
 use longshore_core::{
-    Codec, Event, EventStore, ExpectedVersion, JsonCodec, OutboxRelay, StoreError, Subscriber,
-    Subscription,
+    Codec, Event, ExpectedVersion, JsonCodec, OutboxRelay, StoreError, Subscriber, Subscription,
 };
 
 use crate::{recv, within, Names, StoreFactory};
@@ -402,6 +401,3 @@ pub async fn inbox_remembers_processed_ids(f: &impl StoreFactory) {
         .await
         .expect("other consumer"));
 }
-
-#[allow(dead_code)]
-fn _object_safe(_: Arc<dyn EventStore>, _: Arc<dyn Subscriber>) {}

@@ -69,6 +69,7 @@ where
         .unwrap_or(0);
     let mut events = subscribe_all(store.clone(), start);
     let mut last = start;
+    let checkpoint = metrics::gauge!(crate::observe::names::CHECKPOINT_POSITION, "subscription" => name.to_string());
     tokio::pin!(stop);
     loop {
         let next = tokio::select! {
@@ -86,6 +87,7 @@ where
             .save_checkpoint(name, position)
             .await
             .map_err(CatchUpError::Store)?;
+        checkpoint.set(position as f64);
         last = position;
     }
 }

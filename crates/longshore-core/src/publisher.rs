@@ -5,6 +5,7 @@ use async_trait::async_trait;
 use crate::capabilities::Capabilities;
 use crate::error::{BatchError, Error};
 use crate::message::Message;
+use crate::observe::Health;
 
 /// Sends messages to topics.
 ///
@@ -27,4 +28,10 @@ pub trait Publisher: Send + Sync {
 
     /// What this backend can do.
     fn capabilities(&self) -> Capabilities;
+
+    /// The connection's health: connected, topology declared, last confirmed publish.
+    /// Adapters that cannot tell report themselves connected with a `detail` saying so.
+    async fn health(&self) -> Health {
+        Health::up(self.capabilities().backend).with_detail("health not reported by this adapter")
+    }
 }

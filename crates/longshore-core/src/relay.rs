@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::Error;
+use crate::observe::names;
 use crate::outbox::{Outbox, OutboxMessage};
 use crate::publisher::Publisher;
 use crate::retry::RetryPolicy;
@@ -34,6 +35,9 @@ pub enum RelayError {
         source: Error,
     },
 }
+
+/// How often a running relay counts its outbox backlog.
+const BACKLOG_EVERY: Duration = Duration::from_secs(5);
 
 /// Relays one outbox to one publisher.
 pub struct OutboxRelay {
@@ -95,6 +99,7 @@ impl OutboxRelay {
                     let seqs: Vec<u64> = batch.iter().map(|r| r.seq).collect();
                     self.outbox.mark_sent(&self.name, &seqs).await?;
                     sent += seqs.len();
+                    self.relayed().increment(seqs.len() as u64);
                 }
                 Err(e) => {
                     let failed: std::collections::HashSet<usize> =
@@ -107,6 +112,7 @@ impl OutboxRelay {
                         .collect();
                     self.outbox.mark_sent(&self.name, &ok).await?;
                     sent += ok.len();
+                    self.relayed().increment(ok.len() as u64);
                     let unsent: Vec<u64> = batch
                         .iter()
                         .enumerate()
@@ -125,6 +131,23 @@ impl OutboxRelay {
         Ok(RelayReport { claimed, sent })
     }
 
+    fn relayed(&self) -> metrics::Counter {
+        metrics::counter!(names::OUTBOX_RELAYED, "relay" => self.name.clone())
+    }
+
+    /// Reads the outbox backlog into its gauge (a count query, so `run` does it every few
+    /// seconds, not every pass).
+    async fn record_backlog(&self) {
+        match self.outbox.pending().await {
+            Ok(n) => {
+                metrics::gauge!(names::OUTBOX_BACKLOG, "relay" => self.name.clone()).set(n as f64)
+            }
+            Err(e) => {
+                tracing::debug!(relay = %self.name, error = %e, "could not count the outbox backlog")
+            }
+        }
+    }
+
     /// Runs passes until `stop` resolves: immediately again while rows keep coming, waiting
     /// `idle_wait` when the outbox is empty, backing off after failures. Returns rows sent.
     ///
@@ -135,9 +158,14 @@ impl OutboxRelay {
         tokio::pin!(stop);
         let mut total = 0u64;
         let mut failures = 0u32;
+        let mut backlog_read: Option<std::time::Instant> = None;
         loop {
             if stop.as_mut().now_or_never().is_some() {
                 return total;
+            }
+            if backlog_read.map_or(true, |at| at.elapsed() >= BACKLOG_EVERY) {
+                self.record_backlog().await;
+                backlog_read = Some(std::time::Instant::now());
             }
             let wait = match self.run_once().await {
                 Ok(report) => {

@@ -9,6 +9,7 @@ use futures::stream::BoxStream;
 use crate::capabilities::Capabilities;
 use crate::error::Error;
 use crate::message::{Headers, Message};
+use crate::observe::Health;
 use crate::topic::{validate_name, validate_pattern};
 
 /// Header naming why a message was dead-lettered.
@@ -192,6 +193,14 @@ impl Delivery {
         }
     }
 
+    /// Replaces the acker (for layers that observe settlement, like the metrics wrapper).
+    pub(crate) fn map_acker(self, f: impl FnOnce(Box<dyn Acker>) -> Box<dyn Acker>) -> Self {
+        Delivery {
+            acker: f(self.acker),
+            ..self
+        }
+    }
+
     /// Acknowledges the message.
     pub async fn ack(self) -> Result<(), Error> {
         self.acker.ack().await
@@ -243,4 +252,16 @@ pub trait Subscriber: Send + Sync {
 
     /// What this backend can do.
     fn capabilities(&self) -> Capabilities;
+
+    /// The connection's health: connected, topology declared, last acknowledgement.
+    async fn health(&self) -> Health {
+        Health::up(self.capabilities().backend).with_detail("health not reported by this adapter")
+    }
+
+    /// How many messages wait for `subscription` (published, not yet acknowledged), where
+    /// the backend can tell; `None` where it cannot.
+    async fn lag(&self, subscription: &str) -> Result<Option<u64>, Error> {
+        let _ = subscription;
+        Ok(None)
+    }
 }

@@ -27,6 +27,8 @@ use longshore_core::{
 };
 
 pub mod broker;
+pub mod observability;
+pub mod observe;
 pub mod runtime;
 pub mod store;
 
@@ -106,6 +108,17 @@ pub async fn within<T>(what: &str, fut: impl std::future::Future<Output = T>) ->
         Ok(v) => v,
         Err(_) => panic!("timed out after {WAIT:?} waiting for {what}"),
     }
+}
+
+/// Waits until `condition` holds, checking every 10 ms, failing the test after [`WAIT`]. For
+/// states that no event announces (a counter reaching a value).
+pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
+    within(what, async {
+        while !condition() {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    })
+    .await;
 }
 
 /// The next delivery; fails the test on a stream error, end or timeout.
@@ -209,6 +222,11 @@ macro_rules! runtime_conformance {
             inbox_skips_duplicates,
             event_stream_forwards_in_batches,
             concurrency_is_bounded
+        );
+        $crate::__conformance_tests!($factory, observability, observability_conformance:
+            trace_context_crosses_the_broker,
+            metrics_count_every_outcome,
+            health_reports_activity
         );
     };
 }

@@ -16,6 +16,7 @@ use super::stats::{ConsumerStats, Counters};
 use crate::codec::{Codec, JsonCodec};
 use crate::error::Error;
 use crate::event::DomainEvent;
+use crate::observe::{attach, names, TraceContext};
 use crate::outbox::Inbox;
 use crate::retry::RetryPolicy;
 use crate::subscriber::{Delivery, Subscriber, Subscription};
@@ -60,7 +61,11 @@ pub struct Consumer {
     unknown: UnknownEventPolicy,
     concurrency: usize,
     inbox: Option<Arc<dyn Inbox>>,
+    lag_interval: Option<Duration>,
 }
+
+/// How often a consumer asks its backend for the subscription's lag, by default.
+pub const DEFAULT_LAG_INTERVAL: Duration = Duration::from_secs(15);
 
 impl Consumer {
     /// A consumer of `subscription` with the JSON codec, 16 concurrent handlers and the
@@ -75,6 +80,7 @@ impl Consumer {
             unknown: UnknownEventPolicy::default(),
             concurrency: 16,
             inbox: None,
+            lag_interval: Some(DEFAULT_LAG_INTERVAL),
         }
     }
 
@@ -135,6 +141,13 @@ impl Consumer {
         self
     }
 
+    /// How often to read the subscription's lag from the backend into the
+    /// `longshore_consumer_lag` gauge (default 15 s); `None` turns it off.
+    pub fn lag_interval(mut self, every: Option<Duration>) -> Self {
+        self.lag_interval = every.filter(|d| !d.is_zero());
+        self
+    }
+
     /// Subscribes and starts consuming in a background task.
     ///
     /// Subscription errors (bad names, unreachable broker) are returned here, not later.
@@ -144,7 +157,18 @@ impl Consumer {
         let stream = self.subscriber.subscribe(&subscription).await?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let counters = Arc::new(Counters::default());
+        let backend = self.subscriber.capabilities().backend;
+        if let Some(every) = self.lag_interval {
+            tokio::spawn(poll_lag(
+                self.subscriber.clone(),
+                self.subscription.name.clone(),
+                every,
+                stop_rx.clone(),
+            ));
+        }
         let worker = Arc::new(Worker {
+            metrics: WorkerMetrics::new(backend, &self.subscription.name),
+            backend,
             subscription: self.subscription.name.clone(),
             codec: self.codec,
             handlers: self.handlers,
@@ -195,6 +219,8 @@ impl ConsumerHandle {
 }
 
 struct Worker {
+    backend: &'static str,
+    metrics: WorkerMetrics,
     subscription: String,
     codec: Arc<dyn Codec>,
     handlers: HashMap<String, ErasedHandler>,
@@ -202,6 +228,62 @@ struct Worker {
     unknown: UnknownEventPolicy,
     inbox: Option<Arc<dyn Inbox>>,
     counters: Arc<Counters>,
+}
+
+/// The runtime's metric handles, registered once per consumer.
+struct WorkerMetrics {
+    retried: metrics::Counter,
+    handled_ok: metrics::Histogram,
+    handled_retry: metrics::Histogram,
+    handled_dead: metrics::Histogram,
+}
+
+impl WorkerMetrics {
+    fn new(backend: &'static str, subscription: &str) -> Self {
+        let labels = |outcome: &'static str| {
+            [
+                ("backend", backend.to_string()),
+                ("subscription", subscription.to_string()),
+                ("outcome", outcome.to_string()),
+            ]
+        };
+        WorkerMetrics {
+            retried: metrics::counter!(
+                names::RETRIED,
+                "backend" => backend,
+                "subscription" => subscription.to_string()
+            ),
+            handled_ok: metrics::histogram!(names::HANDLER_DURATION, &labels("ok")),
+            handled_retry: metrics::histogram!(names::HANDLER_DURATION, &labels("retry")),
+            handled_dead: metrics::histogram!(names::HANDLER_DURATION, &labels("dead_letter")),
+        }
+    }
+}
+
+/// Reads the subscription's lag into its gauge until the consumer stops. Stops at once on a
+/// backend that cannot tell.
+async fn poll_lag(
+    subscriber: Arc<dyn Subscriber>,
+    subscription: String,
+    every: Duration,
+    mut stop: watch::Receiver<bool>,
+) {
+    let gauge = metrics::gauge!(
+        names::CONSUMER_LAG,
+        "backend" => subscriber.capabilities().backend,
+        "subscription" => subscription.clone()
+    );
+    loop {
+        match subscriber.lag(&subscription).await {
+            Ok(Some(lag)) => gauge.set(lag as f64),
+            Ok(None) => return,
+            Err(e) => tracing::debug!(%subscription, error = %e, "could not read consumer lag"),
+        }
+        tokio::select! {
+            _ = stopped(&mut stop) => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+    }
 }
 
 async fn run(
@@ -260,14 +342,25 @@ async fn run(
 
 impl Worker {
     async fn process(&self, delivery: Delivery, mut stop: watch::Receiver<bool>) {
+        // Continue the trace the message carries (or start one for a message that has none,
+        // from a publisher that does not trace), so whatever the handler publishes joins it.
+        let parent = TraceContext::from_headers(&delivery.message.headers);
+        let trace = parent
+            .as_ref()
+            .map_or_else(TraceContext::new_root, TraceContext::child);
         let span = tracing::info_span!(
             "longshore.handle",
+            backend = self.backend,
             subscription = %self.subscription,
             topic = %delivery.topic,
             message_id = %delivery.message.id,
             event_type = tracing::field::Empty,
             attempt = delivery.attempt,
+            trace_id = %trace.trace_id_hex(),
         );
+        if let Some(parent) = &parent {
+            attach(&span, parent);
+        }
         async move {
             let event = match self.codec.decode(&delivery.message) {
                 Ok(event) => event,
@@ -310,9 +403,15 @@ impl Worker {
                     event: event.clone(),
                 };
                 // A panicking handler is a failed attempt, not a dead consumer.
-                let result = std::panic::AssertUnwindSafe(handler(ctx)).catch_unwind().await;
+                let started = std::time::Instant::now();
+                let result = trace
+                    .clone()
+                    .scope(std::panic::AssertUnwindSafe(handler(ctx)).catch_unwind())
+                    .await;
+                let took = started.elapsed();
                 let error = match result {
                     Ok(Ok(())) => {
+                        self.metrics.handled_ok.record(took);
                         if let Some(inbox) = &self.inbox {
                             if let Err(e) = inbox.mark_processed(&self.subscription, &delivery.message.id).await {
                                 tracing::warn!(error = %e, "could not record message in inbox; it may be handled again");
@@ -324,14 +423,18 @@ impl Worker {
                     Err(_) => HandlerError::transient("handler panicked"),
                 };
                 if error.is_permanent() {
+                    self.metrics.handled_dead.record(took);
                     return self.dead_letter(delivery, format!("permanent error: {error}"), attempt).await;
                 }
                 if attempt >= self.retry.max_attempts {
+                    self.metrics.handled_dead.record(took);
                     let reason = format!("gave up after {attempt} attempts: {error}");
                     return self.dead_letter(delivery, reason, attempt).await;
                 }
                 tracing::debug!(attempt, error = %error, "handler failed; retrying");
                 Counters::inc(&self.counters.retried);
+                self.metrics.handled_retry.record(took);
+                self.metrics.retried.increment(1);
                 let delay = self.retry.backoff(attempt);
                 tokio::select! {
                     _ = tokio::time::sleep(delay) => attempt += 1,

@@ -2,23 +2,22 @@
 //! real brokers (fan-out across subscriptions, competing consumers within one, prefetch,
 //! redelivery, dead letters), and bounded queues.
 
-use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::stream;
 use tokio::sync::Notify;
 
+use super::consumer::{Closed, Consumer};
+use super::queue::{lock, Entry, Queue, Side};
 use crate::capabilities::Capabilities;
-use crate::error::{BatchError, Error};
+use crate::error::{BatchError, Error, FailedMessage};
 use crate::message::Message;
 use crate::publisher::Publisher;
-use crate::subscriber::{
-    dead_letter_message, dead_letter_topic, Acker, DeadLetter, Delivery, DeliveryStream,
-    Subscriber, Subscription,
-};
+use crate::subscriber::{dead_letter_topic, DeliveryStream, Subscriber, Subscription};
 use crate::topic::validate_topic;
 
 const BACKEND: &str = "memory";
@@ -46,84 +45,35 @@ impl Default for MemoryConfig {
     }
 }
 
-struct Entry {
-    message: Message,
-    topic: String,
-    attempt: u32,
-}
-
-#[derive(Default)]
-struct QueueState {
-    ready: VecDeque<Entry>,
-    /// Messages handed out (or waiting out a nack delay) and not yet settled.
-    outstanding: usize,
-}
-
-struct Queue {
-    name: String,
-    patterns: Mutex<Vec<String>>,
-    state: Mutex<QueueState>,
-    /// Woken when a message becomes ready or a consumer's prefetch frees up.
-    ready: Notify,
-    /// Woken when room frees up for publishers.
-    room: Notify,
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A poisoned lock only means another thread panicked mid-update of plain data; the data is
-    // still consistent for our operations, so keep serving rather than cascading panics.
-    m.lock().unwrap_or_else(|e| e.into_inner())
-}
-
-impl Queue {
-    fn depth(state: &QueueState) -> usize {
-        state.ready.len() + state.outstanding
-    }
-
-    fn settle(&self) {
-        let mut s = lock(&self.state);
-        s.outstanding = s.outstanding.saturating_sub(1);
-        drop(s);
-        self.room.notify_waiters();
-        self.ready.notify_waiters();
-    }
-
-    /// Puts a handed-out message back at the head, so an in-order consumer sees it next.
-    fn requeue(&self, entry: Entry) {
-        let mut s = lock(&self.state);
-        s.outstanding = s.outstanding.saturating_sub(1);
-        s.ready.push_front(entry);
-        drop(s);
-        self.ready.notify_waiters();
-    }
-}
-
-struct Shared {
+pub(super) struct Shared {
     config: MemoryConfig,
     queues: Mutex<HashMap<String, Arc<Queue>>>,
     /// Which subscriptions each topic routes to, so a publish costs a hash lookup instead of
     /// matching every pattern. Cleared whenever a subscription or binding is added; bounded by
     /// clearing when it grows past `ROUTE_CACHE_LIMIT` topics.
-    routes: Mutex<HashMap<String, Arc<[Arc<Queue>]>>>,
+    routes: Mutex<HashMap<String, Route>>,
+}
+
+/// Where one topic's messages go; the topic itself is kept once here and shared by every
+/// queued message.
+#[derive(Clone)]
+struct Route {
+    topic: Arc<str>,
+    queues: Arc<[Arc<Queue>]>,
 }
 
 /// Most topics whose routes are cached at once.
 const ROUTE_CACHE_LIMIT: usize = 10_000;
+
+/// Most messages queued per lock: a large batch still lets consumers in between runs.
+const RUN: usize = 256;
 
 impl Shared {
     fn ensure_queue(&self, name: &str, patterns: &[String]) -> Arc<Queue> {
         let mut queues = lock(&self.queues);
         let queue = queues
             .entry(name.to_string())
-            .or_insert_with(|| {
-                Arc::new(Queue {
-                    name: name.to_string(),
-                    patterns: Mutex::new(Vec::new()),
-                    state: Mutex::new(QueueState::default()),
-                    ready: Notify::new(),
-                    room: Notify::new(),
-                })
-            })
+            .or_insert_with(|| Arc::new(Queue::new(name)))
             .clone();
         let mut bound = lock(&queue.patterns);
         for p in patterns {
@@ -138,22 +88,25 @@ impl Shared {
         queue
     }
 
-    fn matching(&self, topic: &str) -> Arc<[Arc<Queue>]> {
+    fn matching(&self, topic: &str) -> Route {
         if let Some(hit) = lock(&self.routes).get(topic) {
             return hit.clone();
         }
         // Match under the queues lock, so a subscription added meanwhile (which clears the
         // cache under the same lock) cannot be missed by what we insert.
         let queues = lock(&self.queues);
-        let found: Arc<[Arc<Queue>]> = queues
-            .values()
-            .filter(|q| {
-                lock(&q.patterns)
-                    .iter()
-                    .any(|p| crate::topic::matches(p, topic))
-            })
-            .cloned()
-            .collect();
+        let found = Route {
+            topic: Arc::from(topic),
+            queues: queues
+                .values()
+                .filter(|q| {
+                    lock(&q.patterns)
+                        .iter()
+                        .any(|p| crate::topic::matches(p, topic))
+                })
+                .cloned()
+                .collect(),
+        };
         let mut routes = lock(&self.routes);
         if routes.len() >= ROUTE_CACHE_LIMIT {
             routes.clear();
@@ -165,36 +118,145 @@ impl Shared {
     }
 
     /// Routes one message to every matching subscription, waiting for room where one is full.
-    async fn route(&self, topic: &str, message: &Message) -> Result<(), Error> {
-        for queue in self.matching(topic).iter() {
-            let deadline = tokio::time::Instant::now() + self.config.publish_timeout;
-            loop {
-                let room = queue.room.notified();
-                tokio::pin!(room);
-                room.as_mut().enable();
-                {
-                    let mut s = lock(&queue.state);
-                    if Queue::depth(&s) < self.config.max_queue_depth {
-                        s.ready.push_back(Entry {
-                            message: message.clone(),
-                            topic: topic.to_string(),
-                            attempt: 1,
-                        });
-                        drop(s);
-                        queue.ready.notify_waiters();
+    pub(super) async fn route_one(&self, topic: &str, message: Message) -> Result<(), Error> {
+        let mut slots = [Slot::Pending(message)];
+        self.route(topic, &mut slots).await;
+        match slots {
+            [Slot::Failed(_, error)] => Err(error),
+            _ => Ok(()),
+        }
+    }
+
+    /// Routes every pending slot, in order, to every matching subscription. A slot that one
+    /// subscription refuses (full past the publish timeout) fails and goes to no further
+    /// subscription; the others become `Sent`.
+    async fn route(&self, topic: &str, slots: &mut [Slot]) {
+        let route = self.matching(topic);
+        let Some((last, others)) = route.queues.split_last() else {
+            slots.iter_mut().for_each(Slot::sent);
+            return;
+        };
+        for queue in others {
+            self.fill(queue, &route.topic, slots, |m| Some(m.clone()))
+                .await;
+        }
+        // The last subscription takes the messages themselves: one queue, no copies.
+        self.fill(last, &route.topic, slots, |_| None).await;
+    }
+
+    /// Appends the pending slots to `queue` in order, as many per lock as there is room for,
+    /// waking consumers once per run rather than once per message. `copy` gives the message
+    /// to queue while the slot keeps its own, or `None` to move the slot's message in.
+    async fn fill(
+        &self,
+        queue: &Queue,
+        topic: &Arc<str>,
+        slots: &mut [Slot],
+        copy: impl Fn(&Message) -> Option<Message>,
+    ) {
+        let max = self.config.max_queue_depth;
+        let mut next = 0;
+        // How long the message at `blocked.0` may still wait: woken but beaten to the room by
+        // another publisher, it keeps its first deadline.
+        let mut blocked: Option<(usize, tokio::time::Instant)> = None;
+        while next < slots.len() {
+            let room = queue.notified(Side::Publisher);
+            tokio::pin!(room);
+            let (wake, parking) = {
+                let mut s = lock(&queue.state);
+                let mut pushed = 0;
+                let mut full = false;
+                while next < slots.len() && pushed < RUN {
+                    if !slots[next].is_pending() {
+                        next += 1;
+                        continue;
+                    }
+                    if s.depth() >= max {
+                        full = true;
                         break;
                     }
+                    if let Some(message) = slots[next].take(&copy) {
+                        s.ready.push_back(Entry {
+                            message,
+                            topic: topic.clone(),
+                            attempt: 1,
+                        });
+                        pushed += 1;
+                    }
+                    next += 1;
                 }
-                if tokio::time::timeout_at(deadline, room).await.is_err() {
-                    return Err(Error::Backpressure {
-                        queue: queue.name.clone(),
-                        capacity: self.config.max_queue_depth,
-                        waited: self.config.publish_timeout,
-                    });
-                }
+                let wake = pushed > 0 && Queue::consumers_to_wake(&mut s);
+                let parking = if full {
+                    room.as_mut().enable();
+                    Some(queue.park(&mut s, Side::Publisher))
+                } else {
+                    None
+                };
+                (wake, parking)
+            };
+            if wake {
+                queue.wake_consumers();
+            }
+            let Some(parking) = parking else {
+                continue;
+            };
+            let deadline = match blocked {
+                Some((index, deadline)) if index == next => deadline,
+                _ => tokio::time::Instant::now() + self.config.publish_timeout,
+            };
+            blocked = Some((next, deadline));
+            let waited = tokio::time::timeout_at(deadline, room.as_mut()).await;
+            drop(parking);
+            if waited.is_err() {
+                slots[next].fail(Error::Backpressure {
+                    queue: queue.name.clone(),
+                    capacity: max,
+                    waited: self.config.publish_timeout,
+                });
+                next += 1;
             }
         }
-        Ok(())
+    }
+}
+
+/// One message of a publish on its way through the subscriptions.
+enum Slot {
+    Pending(Message),
+    /// Queued everywhere it routes to (the last queue took the message itself).
+    Sent,
+    Failed(Message, Error),
+}
+
+impl Slot {
+    fn is_pending(&self) -> bool {
+        matches!(self, Slot::Pending(_))
+    }
+
+    fn sent(&mut self) {
+        if self.is_pending() {
+            *self = Slot::Sent;
+        }
+    }
+
+    /// The message to queue if this slot is still pending: a copy, or the message itself
+    /// (leaving the slot `Sent`) when `copy` gives none.
+    fn take(&mut self, copy: impl Fn(&Message) -> Option<Message>) -> Option<Message> {
+        let Slot::Pending(message) = self else {
+            return None;
+        };
+        if let Some(copied) = copy(message) {
+            return Some(copied);
+        }
+        match std::mem::replace(self, Slot::Sent) {
+            Slot::Pending(message) => Some(message),
+            _ => None,
+        }
+    }
+
+    fn fail(&mut self, error: Error) {
+        if let Slot::Pending(message) = std::mem::replace(self, Slot::Sent) {
+            *self = Slot::Failed(message, error);
+        }
     }
 }
 
@@ -254,12 +316,20 @@ impl MemoryBroker {
     pub fn depth(&self, subscription: &str) -> usize {
         lock(&self.shared.queues)
             .get(subscription)
-            .map_or(0, |q| Queue::depth(&lock(&q.state)))
+            .map_or(0, |q| lock(&q.state).depth())
     }
 
     /// What the memory backend can do.
     pub fn capabilities(&self) -> Capabilities {
         capabilities(&self.shared.config)
+    }
+
+    /// How many messages a subscription's buffer can hold before it grows again.
+    #[cfg(test)]
+    pub(super) fn buffer_capacity(&self, subscription: &str) -> usize {
+        lock(&self.shared.queues)
+            .get(subscription)
+            .map_or(0, |q| lock(&q.state).ready.capacity())
     }
 }
 
@@ -278,38 +348,55 @@ pub struct MemoryPublisher {
 }
 
 impl MemoryPublisher {
-    fn check(&self, topic: &str, message: &Message) -> Result<(), Error> {
+    /// Why nothing at all can be published to `topic`, if so.
+    fn refuse(&self, topic: &str) -> Result<(), Error> {
         if self.closed.load(Ordering::Acquire) {
             return Err(Error::Closed("memory publisher"));
         }
-        validate_topic(topic)?;
-        message.check_limits(self.shared.config.max_payload)
+        validate_topic(topic)
     }
 }
 
 #[async_trait]
 impl Publisher for MemoryPublisher {
     async fn publish(&self, topic: &str, message: Message) -> Result<(), Error> {
-        self.check(topic, &message)?;
-        self.shared.route(topic, &message).await
+        self.refuse(topic)?;
+        message.check_limits(self.shared.config.max_payload)?;
+        self.shared.route_one(topic, message).await
     }
 
     async fn publish_batch(&self, topic: &str, messages: Vec<Message>) -> Result<(), BatchError> {
         let total = messages.len();
-        let mut failed = Vec::new();
-        for (index, message) in messages.into_iter().enumerate() {
-            let result = match self.check(topic, &message) {
-                Ok(()) => self.shared.route(topic, &message).await,
-                Err(e) => Err(e),
-            };
-            if let Err(error) = result {
-                failed.push(crate::error::FailedMessage {
+        let max_payload = self.shared.config.max_payload;
+        let usable = self.refuse(topic).is_ok();
+        let mut slots: Vec<Slot> = messages
+            .into_iter()
+            .map(|message| {
+                let checked = if usable {
+                    message.check_limits(max_payload)
+                } else {
+                    // Asked again per message, so each failure carries its own error.
+                    self.refuse(topic)
+                };
+                match checked {
+                    Ok(()) => Slot::Pending(message),
+                    Err(error) => Slot::Failed(message, error),
+                }
+            })
+            .collect();
+        self.shared.route(topic, &mut slots).await;
+        let failed: Vec<FailedMessage> = slots
+            .into_iter()
+            .enumerate()
+            .filter_map(|(index, slot)| match slot {
+                Slot::Failed(message, error) => Some(FailedMessage {
                     index,
                     message,
                     error,
-                });
-            }
-        }
+                }),
+                _ => None,
+            })
+            .collect();
         if failed.is_empty() {
             Ok(())
         } else {
@@ -326,11 +413,6 @@ impl Publisher for MemoryPublisher {
     fn capabilities(&self) -> Capabilities {
         capabilities(&self.shared.config)
     }
-}
-
-struct Closed {
-    flag: AtomicBool,
-    notify: Notify,
 }
 
 /// Subscribing handle of a [`MemoryBroker`].
@@ -354,65 +436,6 @@ impl MemorySubscriber {
     }
 }
 
-struct Consumer {
-    queue: Arc<Queue>,
-    in_flight: Arc<AtomicUsize>,
-    prefetch: usize,
-    closed: Arc<Closed>,
-    shared: Arc<Shared>,
-}
-
-impl Consumer {
-    fn try_take(&self) -> Option<Delivery> {
-        if self.in_flight.load(Ordering::Acquire) >= self.prefetch {
-            return None;
-        }
-        let mut s = lock(&self.queue.state);
-        let entry = s.ready.pop_front()?;
-        s.outstanding += 1;
-        drop(s);
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
-        // The acker keeps its own copy so that an unsettled drop can requeue the message
-        // (payload bytes are shared, not copied).
-        let acker = MemoryAcker {
-            entry: Some(Entry {
-                message: entry.message.clone(),
-                topic: entry.topic.clone(),
-                attempt: entry.attempt,
-            }),
-            queue: self.queue.clone(),
-            in_flight: self.in_flight.clone(),
-            shared: self.shared.clone(),
-        };
-        let Entry {
-            message,
-            topic,
-            attempt,
-        } = entry;
-        Some(Delivery::new(message, topic, attempt, Box::new(acker)))
-    }
-
-    async fn next(&self) -> Option<Delivery> {
-        loop {
-            let ready = self.queue.ready.notified();
-            let closed = self.closed.notify.notified();
-            tokio::pin!(ready, closed);
-            ready.as_mut().enable();
-            closed.as_mut().enable();
-            if self.closed.flag.load(Ordering::Acquire) {
-                return None;
-            }
-            if let Some(delivery) = self.try_take() {
-                return Some(delivery);
-            }
-            tokio::select! {
-                _ = ready => {}
-                _ = closed => {}
-            }
-        }
-    }
-}
-
 #[async_trait]
 impl Subscriber for MemorySubscriber {
     async fn subscribe(&self, subscription: &Subscription) -> Result<DeliveryStream, Error> {
@@ -420,13 +443,12 @@ impl Subscriber for MemorySubscriber {
             return Err(Error::Closed("memory subscriber"));
         }
         let queue = self.declare(subscription)?;
-        let consumer = Consumer {
+        let consumer = Consumer::new(
             queue,
-            in_flight: Arc::new(AtomicUsize::new(0)),
-            prefetch: usize::from(subscription.prefetch.max(1)),
-            closed: self.closed.clone(),
-            shared: self.shared.clone(),
-        };
+            self.shared.clone(),
+            usize::from(subscription.prefetch.max(1)),
+            self.closed.clone(),
+        );
         Ok(Box::pin(stream::unfold(consumer, |c| async move {
             let d = c.next().await?;
             Some((Ok(d), c))
@@ -448,83 +470,10 @@ impl Subscriber for MemorySubscriber {
     }
 }
 
-struct MemoryAcker {
-    /// `Some` until settled; a drop while `Some` requeues the message.
-    entry: Option<Entry>,
-    queue: Arc<Queue>,
-    in_flight: Arc<AtomicUsize>,
-    shared: Arc<Shared>,
-}
-
-impl MemoryAcker {
-    fn release_prefetch(&self) {
-        self.in_flight.fetch_sub(1, Ordering::AcqRel);
-    }
-}
-
-impl Drop for MemoryAcker {
-    fn drop(&mut self) {
-        if let Some(mut entry) = self.entry.take() {
-            entry.attempt += 1;
-            self.release_prefetch();
-            self.queue.requeue(entry);
-        }
-    }
-}
-
-#[async_trait]
-impl Acker for MemoryAcker {
-    async fn ack(mut self: Box<Self>) -> Result<(), Error> {
-        if self.entry.take().is_some() {
-            self.release_prefetch();
-            self.queue.settle();
-        }
-        Ok(())
-    }
-
-    async fn nack(mut self: Box<Self>, delay: Option<Duration>) -> Result<(), Error> {
-        let Some(mut entry) = self.entry.take() else {
-            return Ok(());
-        };
-        entry.attempt += 1;
-        self.release_prefetch();
-        match delay {
-            None | Some(Duration::ZERO) => self.queue.requeue(entry),
-            Some(delay) => {
-                // The message stays counted as outstanding while it waits, so the queue's
-                // bound holds; the prefetch slot is free for other messages meanwhile.
-                self.queue.ready.notify_waiters();
-                let queue = self.queue.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    queue.requeue(entry);
-                });
-            }
-        }
-        Ok(())
-    }
-
-    async fn dead_letter(
-        mut self: Box<Self>,
-        message: Message,
-        topic: &str,
-        dead: DeadLetter,
-    ) -> Result<(), Error> {
-        let dlq = dead_letter_topic(&self.queue.name);
-        let letter = dead_letter_message(message, topic, &self.queue.name, &dead);
-        // Publish first, settle after: if the dead-letter queue refuses, the drop requeues.
-        self.shared.route(&dlq, &letter).await?;
-        if self.entry.take().is_some() {
-            self.release_prefetch();
-            self.queue.settle();
-        }
-        Ok(())
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::subscriber::Subscriber;
     use futures::StreamExt;
 
     #[tokio::test]

@@ -2,8 +2,12 @@
 //! for examples and tests; nothing survives the process.
 
 mod broker;
+mod consumer;
 mod inbox;
+mod queue;
 mod store;
+#[cfg(test)]
+mod tests;
 
 pub use broker::{MemoryBroker, MemoryConfig, MemoryPublisher, MemorySubscriber};
 pub use inbox::MemoryInbox;

@@ -1,0 +1,84 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use crate::backend::Backend;
+use crate::scenario::Scenario;
+
+pub const USAGE: &str = "usage: longshore-bench [--quick] [--rounds N] [--out DIR] <scenario|all> <backend|all>
+
+scenarios: publish-one publish-batch end-to-end store-append-1 store-append-10 read-all relay drain-backlog
+backends:  memory rabbitmq kafka nats postgres
+  --quick       tiny counts, one round each (seconds; what CI runs)
+  --rounds N    rounds per scenario, alternating which side goes first (default 5, quick 1)
+  --out DIR     where results.json, results.md and results.svg go (default target/bench)
+
+Brokers: AMQP_URL, KAFKA_BROKERS, NATS_URL, DATABASE_URL (defaults: the local ones).
+Under CI=true a missing broker is an error; otherwise that backend is skipped.";
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Args {
+    pub quick: bool,
+    pub rounds: usize,
+    pub out: PathBuf,
+    pub scenarios: Vec<Scenario>,
+    pub backends: Vec<Backend>,
+    /// The command line, for the report.
+    pub command: String,
+}
+
+pub enum Parsed {
+    Run(Args),
+    Help,
+}
+
+impl Args {
+    pub fn parse(argv: impl Iterator<Item = String>) -> Result<Parsed, String> {
+        let argv: Vec<String> = argv.collect();
+        let command = format!(
+            "cargo run --release -p longshore-bench -- {}",
+            argv.join(" ")
+        );
+        let (mut quick, mut rounds, mut out) = (false, None, PathBuf::from("target/bench"));
+        let mut positional = Vec::new();
+        let mut it = argv.into_iter();
+        while let Some(a) = it.next() {
+            match a.as_str() {
+                "-h" | "--help" => return Ok(Parsed::Help),
+                "--quick" => quick = true,
+                "--rounds" => {
+                    let v = it.next().ok_or("--rounds needs a number")?;
+                    let n: usize = v
+                        .parse()
+                        .map_err(|_| format!("--rounds {v}: not a number"))?;
+                    rounds = Some(n.max(1));
+                }
+                "--out" => out = PathBuf::from(it.next().ok_or("--out needs a directory")?),
+                s if s.starts_with("--") => return Err(format!("unknown option {s}")),
+                _ => positional.push(a),
+            }
+        }
+        let [scenario, backend] = positional.as_slice() else {
+            return Err("expected <scenario|all> <backend|all>".into());
+        };
+        let scenarios = if scenario == "all" {
+            Scenario::ALL.to_vec()
+        } else {
+            vec![Scenario::from_name(scenario).ok_or(format!("unknown scenario {scenario}"))?]
+        };
+        let backends = if backend == "all" {
+            Backend::ALL.to_vec()
+        } else {
+            vec![Backend::from_name(backend).ok_or(format!("unknown backend {backend}"))?]
+        };
+        Ok(Parsed::Run(Args {
+            quick,
+            rounds: rounds.unwrap_or(if quick { 1 } else { 5 }),
+            out,
+            scenarios,
+            backends,
+            command,
+        }))
+    }
+}

@@ -1,0 +1,46 @@
+//! The raw clients: each backend's own client doing the same work as the adapter, by hand.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use longshore_core::{Message, Subscription};
+use tokio::task::JoinHandle;
+
+use crate::measure::Recorder;
+
+pub mod kafka;
+pub mod memory;
+pub mod nats;
+pub mod postgres;
+pub mod rabbitmq;
+
+/// A raw client's running consumer: resolves once it has handled its `n` messages.
+pub type ConsumerTask = JoinHandle<crate::Result<()>>;
+
+/// What every raw client does, with the adapter's durability and wire form.
+#[async_trait]
+pub trait RawClient: Send + Sync {
+    /// Called after longshore's `ensure_subscription(sub)` declared the subscription, which
+    /// both sides then use (same queue, durable consumer, Kafka topic).
+    async fn prepare(&self, _sub: &Subscription) -> crate::Result<()> {
+        Ok(())
+    }
+    /// Publishes one message and waits for the broker's confirmation.
+    async fn publish(&self, topic: &str, m: &Message) -> crate::Result<()>;
+    /// Publishes messages with their confirmations pipelined, waiting for all.
+    async fn publish_batch(&self, topic: &str, ms: &[Message]) -> crate::Result<()>;
+    /// Starts consuming `sub` (topic `topic`) with `concurrency` handlers, each calling
+    /// [`Recorder::handle_raw`] then acknowledging; returns once the consumer is attached.
+    async fn start_consumer(
+        &self,
+        sub: &Subscription,
+        topic: &str,
+        n: usize,
+        concurrency: usize,
+        rec: Arc<Recorder>,
+    ) -> crate::Result<ConsumerTask>;
+    /// Removes what a round left behind for `sub`.
+    async fn cleanup(&self, _sub: &Subscription) -> crate::Result<()> {
+        Ok(())
+    }
+}

@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use longshore_core::memory::{MemoryBroker, MemoryInbox, MemoryStore};
+use longshore_core::observe::{observe_publisher, observe_subscriber, Health};
 use longshore_core::url::redact_url;
 use longshore_core::{EventStore, Inbox, Outbox, Publisher, Subscriber};
 
@@ -32,6 +33,9 @@ pub enum ConnectError {
 }
 
 /// Handles on one backend, as trait objects, so service code never names a broker.
+///
+/// The publisher and subscriber are observed (see `longshore::observe`): spans, W3C trace
+/// context in headers, and metrics, with the same names on every backend.
 #[derive(Clone)]
 pub struct Longshore {
     /// Backend name ("memory", "rabbitmq", "kafka", "nats", "postgres").
@@ -82,6 +86,13 @@ impl Longshore {
     pub fn url(&self) -> &str {
         &self.url
     }
+
+    /// The backend's health as the publisher and the subscriber see it: ready only if both
+    /// are connected with their topology declared; last confirmed publish and last ack.
+    pub async fn health(&self) -> Health {
+        let publisher = self.publisher.health().await;
+        publisher.and(self.subscriber.health().await)
+    }
 }
 
 /// Connects to the backend named by `url` (see [`Config::url`]).
@@ -116,8 +127,8 @@ fn memory() -> Longshore {
     let store = MemoryStore::with_outbox();
     Longshore {
         backend: "memory",
-        publisher: Arc::new(broker.publisher()),
-        subscriber: Arc::new(broker.subscriber()),
+        publisher: observe_publisher(Arc::new(broker.publisher())),
+        subscriber: observe_subscriber(Arc::new(broker.subscriber())),
         store: Some(Arc::new(store.clone())),
         outbox: Some(Arc::new(store)),
         inbox: Arc::new(MemoryInbox::default()),
@@ -135,8 +146,8 @@ fn broker_only(
 ) -> Longshore {
     Longshore {
         backend,
-        publisher,
-        subscriber,
+        publisher: observe_publisher(publisher),
+        subscriber: observe_subscriber(subscriber),
         store: None,
         outbox: None,
         inbox: Arc::new(MemoryInbox::default()),

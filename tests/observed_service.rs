@@ -1,0 +1,149 @@
+//! The `observed_service` example on every compiled-in backend: it serves `/metrics` with
+//! longshore's counters for exactly the orders it handled, and `/health` as ready.
+//!
+//! The example's source is compiled into this test (its `start` function), so the test runs
+//! this checkout's code. One HTTP/1.1 GET is written by hand to avoid an HTTP client
+//! dependency for two requests.
+
+#[allow(dead_code)]
+#[path = "../examples/observed_service.rs"]
+mod observed_service;
+
+use std::net::SocketAddr;
+
+use longshore::observe::names;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const ORDERS: u64 = 3;
+
+/// `GET path` → (status code, body).
+async fn get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.expect("write");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.expect("read");
+    let (head, body) = response.split_once("\r\n\r\n").expect("an HTTP response");
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status code");
+    (status, body.to_string())
+}
+
+/// The value of the sample of `metric` whose labels include every `labels` pair.
+fn sample(text: &str, metric: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|line| line.starts_with(&format!("{metric}{{")))
+        .find(|line| {
+            labels
+                .iter()
+                .all(|(k, v)| line.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+async fn serves_metrics_and_health(url: &str) {
+    let backend = url.split("://").next().unwrap_or(url).to_string();
+    let reachable = longshore::connect(url).await.map(|_| ());
+    if longshore_testkit::require_broker(&backend, url, reachable).is_none() {
+        return;
+    }
+    let addr: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+    let service = observed_service::start(&longshore::Config::new(url), addr)
+        .await
+        .expect("service starts");
+    for n in 1..=ORDERS {
+        observed_service::place_order(&service, n)
+            .await
+            .expect("order placed");
+    }
+    longshore_testkit::eventually("the orders are handled", || service.stats().acked == ORDERS)
+        .await;
+
+    let (status, text) = get(service.addr, "/metrics").await;
+    assert_eq!(status, 200);
+    let backend = service.ls.backend;
+    let on_topic = [("backend", backend), ("topic", service.topic.as_str())];
+    assert_eq!(
+        sample(&text, names::PUBLISHED, &on_topic),
+        Some(ORDERS as f64),
+        "{text}"
+    );
+    assert_eq!(
+        sample(&text, names::PUBLISH_CONFIRMED, &on_topic),
+        Some(ORDERS as f64)
+    );
+    assert_eq!(
+        sample(
+            &text,
+            &format!("{}_count", names::PUBLISH_DURATION),
+            &on_topic
+        ),
+        Some(ORDERS as f64),
+        "publish latency histogram: {text}"
+    );
+    let on_backend = [("backend", backend)];
+    assert!(sample(&text, names::ACKED, &on_backend).is_some_and(|n| n >= ORDERS as f64));
+    assert!(sample(&text, names::CONSUMERS, &on_backend).is_some_and(|n| n >= 1.0));
+
+    let (status, body) = get(service.addr, "/health").await;
+    assert_eq!(status, 200, "ready: {body}");
+    let health: serde_json::Value = serde_json::from_str(&body).expect("health is JSON");
+    assert_eq!(health["backend"], backend);
+    assert_eq!(health["connected"], true);
+    assert!(health["last_publish"].is_string(), "{body}");
+    assert!(health["last_ack"].is_string(), "{body}");
+
+    let stats = service.stop().await;
+    assert_eq!((stats.acked, stats.dead_lettered), (ORDERS, 0));
+}
+
+#[allow(dead_code)] // only the feature-gated backends read their URL from the environment
+fn env_or(key: &str, default: &str) -> String {
+    std::env::var(key)
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| default.to_string())
+}
+
+#[tokio::test]
+async fn observed_service_memory() {
+    serves_metrics_and_health("memory://").await;
+}
+
+#[cfg(feature = "rabbitmq")]
+#[tokio::test]
+async fn observed_service_rabbitmq() {
+    serves_metrics_and_health(&env_or("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")).await;
+}
+
+#[cfg(feature = "nats")]
+#[tokio::test]
+async fn observed_service_nats() {
+    serves_metrics_and_health(&env_or("NATS_URL", "nats://127.0.0.1:4222")).await;
+}
+
+#[cfg(feature = "postgres")]
+#[tokio::test]
+async fn observed_service_postgres() {
+    serves_metrics_and_health(&env_or(
+        "DATABASE_URL",
+        "postgres://postgres@127.0.0.1:5432/test",
+    ))
+    .await;
+}
+
+#[cfg(feature = "kafka")]
+#[tokio::test]
+async fn observed_service_kafka() {
+    let brokers = env_or("KAFKA_BROKERS", "127.0.0.1:9092");
+    let url = if brokers.contains("://") {
+        brokers
+    } else {
+        format!("kafka://{brokers}")
+    };
+    serves_metrics_and_health(&url).await;
+}

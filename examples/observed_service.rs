@@ -163,6 +163,7 @@ async fn main() -> Result<(), BoxError> {
             tracing_subscriber::EnvFilter::try_from_default_env()
                 .unwrap_or_else(|_| "info,longshore=info".into()),
         )
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     let addr: SocketAddr = std::env::var("LONGSHORE_HTTP")
         .unwrap_or_else(|_| "127.0.0.1:9464".into())

@@ -24,3 +24,5 @@ else
 fi
 # nextest does not run doc tests.
 cargo test --workspace --all-features --doc
+# The Prometheus alert rules users are given: valid, and each fires when it should.
+bash scripts/check-alerts.sh

@@ -249,6 +249,9 @@ macro_rules! store_conformance {
             outbox_relay_publishes_every_event,
             inbox_remembers_processed_ids
         );
+        $crate::__conformance_tests!($factory, observability, store_observability_conformance:
+            outbox_and_catch_up_metrics
+        );
     };
 }
 

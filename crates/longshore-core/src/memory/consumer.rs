@@ -101,7 +101,10 @@ impl Consumer {
                 }
                 continue;
             }
-            // Fast path: a message is ready, no waiter registration at all.
+            // Fast path: a message is ready, no waiter registration at all. The budget makes
+            // a consumer that always finds work still yield now and then, like tokio's own
+            // channels, so it cannot starve a publisher sharing its worker.
+            tokio::task::consume_budget().await;
             if let Some(entry) = lock(&queue.state).pop() {
                 return Some(self.deliver(entry));
             }

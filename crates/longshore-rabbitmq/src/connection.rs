@@ -26,6 +26,8 @@ pub(crate) struct Shared {
     closed: AtomicBool,
     /// Connections opened so far (the first one included).
     opened: AtomicU64,
+    /// A health check is re-opening the connection (so checks do not pile up attempts).
+    pub(crate) health_probe: AtomicBool,
 }
 
 impl Shared {
@@ -38,6 +40,7 @@ impl Shared {
             last: std::sync::Mutex::new(None),
             closed: AtomicBool::new(false),
             opened: AtomicU64::new(0),
+            health_probe: AtomicBool::new(false),
         });
         shared.connection().await?;
         Ok(shared)
@@ -54,11 +57,17 @@ impl Shared {
 
     /// Whether the connection is up right now.
     pub(crate) fn is_connected(&self) -> bool {
+        self.current().is_some()
+    }
+
+    /// The current connection if it is up, without re-opening it.
+    pub(crate) fn current(&self) -> Option<Arc<Connection>> {
         self.last
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .as_ref()
-            .is_some_and(|c| c.status().connected())
+            .filter(|c| c.status().connected())
+            .cloned()
     }
 
     /// The live connection, re-opened (one attempt, bounded by `connect_timeout`) if it

@@ -46,12 +46,13 @@ mod config;
 mod connection;
 mod convert;
 mod error;
+mod health;
 mod publisher;
 mod subscriber;
 
 use std::sync::Arc;
 
-use longshore_core::{Capabilities, Error};
+use longshore_core::{Capabilities, Error, Health};
 
 pub use config::{
     RabbitConfig, Unroutable, BROKER_MAX_MESSAGE_SIZE, DEAD_LETTER_EXCHANGE, DEFAULT_EXCHANGE,
@@ -124,9 +125,10 @@ impl RabbitBroker {
         self.shared.reconnects()
     }
 
-    /// A cheap health check: re-opens the connection if needed.
-    pub async fn health(&self) -> Result<(), Error> {
-        self.shared.connection().await.map(|_| ())
+    /// The connection's health: connected (re-opening a dropped connection, waiting at most
+    /// 2 s for it) and both exchanges present. Not ready after [`RabbitBroker::close`].
+    pub async fn health(&self) -> Health {
+        health::report(&self.shared, None).await
     }
 
     /// Closes the connection; every handle made from this broker fails afterwards.

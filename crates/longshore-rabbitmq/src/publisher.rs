@@ -303,7 +303,7 @@ impl Publisher for RabbitPublisher {
         self.check_open()?;
         validate_topic(topic)?;
         let props = self.check(&message)?;
-        let span = tracing::debug_span!("longshore.publish", backend = BACKEND, topic, message_id = %message.id);
+        let span = tracing::debug_span!("rabbitmq.publish", backend = BACKEND, topic, message_id = %message.id);
         self.channel
             .publish_confirmed(self.route(topic), &message.payload, &props)
             .instrument(span)
@@ -355,5 +355,16 @@ impl Publisher for RabbitPublisher {
 
     fn capabilities(&self) -> Capabilities {
         crate::capabilities(&self.channel.shared().config)
+    }
+
+    /// Connected (a dropped connection is re-opened, waiting at most 2 s) with both
+    /// exchanges present; not ready once this publisher or its broker is closed.
+    async fn health(&self) -> longshore_core::Health {
+        let closed = self.closed.load(Ordering::Acquire);
+        crate::health::report(
+            self.channel.shared(),
+            closed.then_some("rabbitmq publisher"),
+        )
+        .await
     }
 }

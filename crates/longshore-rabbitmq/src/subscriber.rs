@@ -15,7 +15,7 @@ use lapin::Channel;
 use longshore_core::subscriber::dead_letter_message;
 use longshore_core::{
     async_trait, dead_letter_topic, Acker, Capabilities, DeadLetter, Delivery, DeliveryStream,
-    Error, Message, Subscriber, Subscription,
+    Error, Health, Message, Subscriber, Subscription,
 };
 use tokio::sync::watch;
 use tokio::time::Instant;
@@ -414,6 +414,21 @@ impl Subscriber for RabbitSubscriber {
 
     fn capabilities(&self) -> Capabilities {
         crate::capabilities(&self.shared.config)
+    }
+
+    /// Connected (a dropped connection is re-opened, waiting at most 2 s) with both
+    /// exchanges present; not ready once this subscriber or its broker is closed.
+    async fn health(&self) -> Health {
+        let closed = *self.close.borrow();
+        crate::health::report(&self.shared, closed.then_some("rabbitmq subscriber")).await
+    }
+
+    /// Messages ready in the subscription's queue. Deliveries a consumer holds unacknowledged
+    /// are not counted (AMQP reports only ready messages). An unknown subscription is
+    /// [`Error::InvalidName`].
+    async fn lag(&self, subscription: &str) -> Result<Option<u64>, Error> {
+        self.check_open()?;
+        crate::health::lag(&self.shared, subscription).await
     }
 }
 

@@ -22,64 +22,6 @@ const SLACK: usize = 1_000;
 /// The whole test must finish within this, or it fails.
 const LIMIT: Duration = Duration::from_secs(240);
 
-/// Force-closes connections with `rabbitmqctl`: by default every connection whose client
-/// name is `name` (all connections of the broker handle under test, so that other tests running
-/// in parallel, e.g. under nextest, keep theirs); with `LONGSHORE_RECONNECT_CLOSE=all`, every
-/// connection of the broker (`close_all_connections --global`).
-async fn close_connections(name: String) -> Result<usize, String> {
-    let rabbitmqctl = |args: Vec<String>| async move {
-        let out = tokio::process::Command::new("rabbitmqctl")
-            .args(&args)
-            .output()
-            .await
-            .map_err(|e| format!("rabbitmqctl not runnable: {e}"))?;
-        if out.status.success() {
-            Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-        } else {
-            Err(format!(
-                "rabbitmqctl {args:?} failed: {}",
-                String::from_utf8_lossy(&out.stderr)
-            ))
-        }
-    };
-    if std::env::var("LONGSHORE_RECONNECT_CLOSE").is_ok_and(|v| v == "all") {
-        rabbitmqctl(vec![
-            "close_all_connections".into(),
-            "--global".into(),
-            "longshore reconnect test".into(),
-        ])
-        .await?;
-        return Ok(usize::MAX);
-    }
-    let listing = rabbitmqctl(vec![
-        "-q".into(),
-        "list_connections".into(),
-        "--no-table-headers".into(),
-        "pid".into(),
-        "client_properties".into(),
-    ])
-    .await?;
-    let quoted = format!("\"{name}\"");
-    let pids: Vec<String> = listing
-        .lines()
-        .filter(|line| line.contains(&quoted))
-        .filter_map(|line| line.split_whitespace().next().map(str::to_string))
-        .collect();
-    for pid in &pids {
-        rabbitmqctl(vec![
-            "close_connection".into(),
-            pid.clone(),
-            "longshore reconnect test".into(),
-        ])
-        .await?;
-    }
-    Ok(pids.len())
-}
-
-fn ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| !v.is_empty() && v != "false" && v != "0")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ten_thousand_messages_survive_two_forced_disconnects() {
     let connection_name = format!("longshore-reconnect-{}", uuid::Uuid::new_v4().simple());
@@ -97,7 +39,7 @@ async fn ten_thousand_messages_survive_two_forced_disconnects() {
         .output()
         .await
     {
-        assert!(!ci(), "rabbitmqctl is required under CI: {e}");
+        assert!(!common::ci(), "rabbitmqctl is required under CI: {e}");
         eprintln!("SKIPPED: rabbitmqctl not available ({e})");
         return;
     }
@@ -155,7 +97,9 @@ async fn ten_thousand_messages_survive_two_forced_disconnects() {
                     closed = closed
                         .saturating_add(previous.await.expect("task").expect("close connections"));
                 }
-                closing = Some(tokio::spawn(close_connections(connection_name.clone())));
+                closing = Some(tokio::spawn(common::close_connections(
+                    connection_name.clone(),
+                )));
             }
             let batch: Vec<Message> = (sent..sent + BATCH)
                 .map(|i| Message::new(format!("m{i}").into_bytes()))
@@ -202,6 +146,8 @@ async fn ten_thousand_messages_survive_two_forced_disconnects() {
         broker.reconnects() >= 2,
         "the connection was re-opened twice"
     );
+    let health = subscriber.health().await;
+    assert!(health.is_ready(), "recovered: {health:?}");
     subscriber.close().await.expect("close");
     let stream_errors = tokio::time::timeout(Duration::from_secs(30), consumer)
         .await

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::response::Response;
 use async_nats::jetstream::{self, stream};
-use longshore_core::{Capabilities, Error};
+use longshore_core::{Capabilities, Error, Health};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -19,7 +19,7 @@ use crate::subscriber::NatsSubscriber;
 pub const HEADER_HEADROOM: usize = 16 * 1024;
 
 /// JetStream error code: stream not found.
-const STREAM_NOT_FOUND: u64 = 10059;
+pub(crate) const STREAM_NOT_FOUND: u64 = 10059;
 
 /// Permission violations reported asynchronously by the server (`-ERR 'Permissions
 /// Violation ...'`): a request that then times out is reported as a permission error.
@@ -240,9 +240,10 @@ impl NatsBroker {
         &self.inner.js
     }
 
-    /// `Ok` while the connection is up and JetStream answers.
-    pub async fn health(&self) -> Result<(), Error> {
-        self.inner.check_jetstream().await
+    /// Connected, with the stream in place and capturing longshore's subjects (it is created
+    /// if missing, as the first publish or subscribe would).
+    pub async fn health(&self) -> Health {
+        crate::health::report(&self.inner, None).await
     }
 }
 
@@ -337,6 +338,15 @@ impl Inner {
         self.provision_stream().await?;
         self.stream_ready.store(true, Ordering::Release);
         Ok(())
+    }
+
+    /// Checks the stream now (creating it if missing), whatever an earlier check found: a
+    /// health check must notice a stream deleted since.
+    pub(crate) async fn refresh_stream(&self) -> Result<(), Error> {
+        let _guard = self.stream_lock.lock().await;
+        let result = self.provision_stream().await;
+        self.stream_ready.store(result.is_ok(), Ordering::Release);
+        result
     }
 
     /// Forget that the stream was checked (after "no stream" answers), so the next call

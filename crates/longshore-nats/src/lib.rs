@@ -44,6 +44,7 @@
 mod broker;
 mod config;
 mod error;
+mod health;
 mod publisher;
 mod subject;
 mod subscriber;

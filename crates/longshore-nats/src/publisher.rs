@@ -435,4 +435,10 @@ impl Publisher for NatsPublisher {
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities.clone()
     }
+
+    /// Connected, with the stream in place (created if missing); not ready once closed.
+    async fn health(&self) -> longshore_core::Health {
+        let closed = self.closed.load(Ordering::Acquire);
+        crate::health::report(&self.inner, closed.then_some("nats publisher")).await
+    }
 }

@@ -15,8 +15,8 @@ use futures::{FutureExt, StreamExt};
 use longshore_core::subscriber::{dead_letter_message, dead_letter_topic};
 use longshore_core::topic::validate_topic;
 use longshore_core::{
-    Acker, Capabilities, DeadLetter, Delivery, DeliveryStream, Error, Headers, Message, Subscriber,
-    Subscription,
+    Acker, Capabilities, DeadLetter, Delivery, DeliveryStream, Error, Headers, Health, Message,
+    Subscriber, Subscription,
 };
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
@@ -27,7 +27,7 @@ use crate::publisher::{HEADER_ID, HEADER_KEY, NATS_MSG_ID};
 use crate::subject::{durable_of, is_internal, marker_subject, matches_any, plan, topic_of};
 
 /// JetStream error code: consumer not found.
-const CONSUMER_NOT_FOUND: u64 = 10014;
+pub(crate) const CONSUMER_NOT_FOUND: u64 = 10014;
 /// Marks the patterns kept in a durable's description.
 const DESCRIPTION_TAG: &str = "longshore patterns: ";
 
@@ -252,6 +252,22 @@ impl Subscriber for NatsSubscriber {
 
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities.clone()
+    }
+
+    /// Connected, with the stream in place (created if missing); not ready once closed.
+    async fn health(&self) -> Health {
+        let closed = *self.closed.borrow();
+        crate::health::report(&self.inner, closed.then_some("nats subscriber")).await
+    }
+
+    /// The durable's `num_pending` (matching messages not yet delivered) plus
+    /// `num_ack_pending` (delivered, not yet acknowledged). An unknown subscription is
+    /// [`Error::InvalidName`].
+    async fn lag(&self, subscription: &str) -> Result<Option<u64>, Error> {
+        if *self.closed.borrow() {
+            return Err(Error::Closed("nats subscriber"));
+        }
+        crate::health::lag(&self.inner, subscription).await
     }
 }
 

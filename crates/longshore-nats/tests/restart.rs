@@ -13,7 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use longshore_core::{Message, Publisher, Subscriber, Subscription};
+use longshore_core::{Health, Message, Publisher, Subscriber, Subscription};
 use longshore_testkit::Names;
 
 const START: &[&str] = &[
@@ -86,9 +86,9 @@ impl Drop for Restore {
     }
 }
 
-/// Stops the server (SIGTERM, wait for the process to end) and starts it with the same
-/// command. Panics (the guard still restores) if that fails.
-fn restart_server(pid: u32) {
+/// Stops the server (SIGTERM, wait for the process to end). Panics (the guard still
+/// restores) if that fails.
+fn stop_server(pid: u32) {
     let status = Command::new("kill")
         .args(["-TERM", &pid.to_string()])
         .status()
@@ -99,11 +99,32 @@ fn restart_server(pid: u32) {
         assert!(Instant::now() < deadline, "nats-server {pid} did not stop");
         std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Starts the server with the command it was started with; panics if it does not answer.
+fn start_server_checked() {
     start_server();
     assert!(
         port_open(),
         "nats-server did not come back on 127.0.0.1:4222"
     );
+}
+
+/// Polls `health()` until `want` holds (the client's connection state has no event the test
+/// can await), for at most 60 s.
+async fn health_until(
+    broker: &longshore_nats::NatsBroker,
+    want: impl Fn(&Health) -> bool,
+) -> Health {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let health = broker.health().await;
+        if want(&health) {
+            return health;
+        }
+        assert!(Instant::now() < deadline, "health stayed {health:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -201,10 +222,21 @@ async fn server_restart_loses_no_acked_message() {
     }
     let pid = server_pid().expect("nats-server pid");
     let before = confirmed.lock().expect("lock").len();
-    tokio::task::spawn_blocking(move || restart_server(pid))
+    let health = broker.health().await;
+    assert!(health.is_ready(), "before the restart: {health:?}");
+    tokio::task::spawn_blocking(move || stop_server(pid))
+        .await
+        .expect("stop");
+    let down = health_until(&broker, |h| !h.connected).await;
+    assert!(!down.is_ready(), "server stopped: {down:?}");
+    let detail = down.detail.unwrap_or_default();
+    assert!(detail.contains("not connected"), "{detail}");
+    tokio::task::spawn_blocking(start_server_checked)
         .await
         .expect("restart");
     eprintln!("restarted nats-server after {before} confirmed publishes");
+    let up = health_until(&broker, |h| h.is_ready()).await;
+    assert!(up.detail.is_none(), "{up:?}");
 
     tokio::time::timeout(Duration::from_secs(180), producer)
         .await
@@ -228,6 +260,7 @@ async fn server_restart_loses_no_acked_message() {
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     subscriber.close().await.expect("close");
+    assert!(!subscriber.health().await.is_ready(), "closed");
     tokio::time::timeout(Duration::from_secs(30), consumer)
         .await
         .expect("consumer ends")

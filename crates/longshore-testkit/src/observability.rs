@@ -42,7 +42,7 @@ pub async fn trace_context_crosses_the_broker(f: &impl BrokerFactory) {
     .on(move |_: OrderCreated, ctx| {
         let tx = tx.clone();
         async move {
-            tx.send((ctx.event.id.clone(), TraceContext::current()))
+            tx.send((ctx.event.id, TraceContext::current()))
                 .map_err(HandlerError::permanent)?;
             Ok(())
         }

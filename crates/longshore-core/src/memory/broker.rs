@@ -16,9 +16,10 @@ use super::queue::{lock, Entry, Queue, Side};
 use crate::capabilities::Capabilities;
 use crate::error::{BatchError, Error, FailedMessage};
 use crate::message::Message;
+use crate::observe::Health;
 use crate::publisher::Publisher;
 use crate::subscriber::{dead_letter_topic, DeliveryStream, Subscriber, Subscription};
-use crate::topic::validate_topic;
+use crate::topic::{validate_name, validate_topic};
 
 const BACKEND: &str = "memory";
 
@@ -413,6 +414,14 @@ impl Publisher for MemoryPublisher {
     fn capabilities(&self) -> Capabilities {
         capabilities(&self.shared.config)
     }
+
+    async fn health(&self) -> Health {
+        if self.closed.load(Ordering::Acquire) {
+            Health::down(BACKEND, "memory publisher is closed")
+        } else {
+            Health::up(BACKEND)
+        }
+    }
 }
 
 /// Subscribing handle of a [`MemoryBroker`].
@@ -468,11 +477,65 @@ impl Subscriber for MemorySubscriber {
     fn capabilities(&self) -> Capabilities {
         capabilities(&self.shared.config)
     }
+
+    async fn health(&self) -> Health {
+        if self.closed.flag.load(Ordering::Acquire) {
+            Health::down(BACKEND, "memory subscriber is closed")
+        } else {
+            Health::up(BACKEND)
+        }
+    }
+
+    /// Messages ready or delivered and not yet acknowledged.
+    async fn lag(&self, subscription: &str) -> Result<Option<u64>, Error> {
+        validate_name("subscription", subscription)?;
+        let queues = lock(&self.shared.queues);
+        let Some(queue) = queues.get(subscription) else {
+            return Err(Error::InvalidName {
+                kind: "subscription",
+                value: subscription.to_string(),
+                reason: "no such subscription",
+            });
+        };
+        let depth = lock(&queue.state).depth();
+        Ok(Some(depth as u64))
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn lag_counts_unacknowledged_messages_and_health_follows_close() {
+        use futures::StreamExt;
+        let broker = MemoryBroker::default();
+        let (publisher, subscriber) = (broker.publisher(), broker.subscriber());
+        let sub = Subscription::new("lagging", ["lag.#"]);
+        subscriber.ensure_subscription(&sub).await.expect("ensure");
+        for _ in 0..3 {
+            publisher
+                .publish("lag.x", Message::new("m"))
+                .await
+                .expect("publish");
+        }
+        assert_eq!(subscriber.lag("lagging").await.expect("lag"), Some(3));
+        let mut stream = subscriber.subscribe(&sub).await.expect("subscribe");
+        let first = stream.next().await.expect("delivery").expect("ok");
+        assert_eq!(subscriber.lag("lagging").await.expect("lag"), Some(3));
+        first.ack().await.expect("ack");
+        assert_eq!(subscriber.lag("lagging").await.expect("lag"), Some(2));
+        assert!(matches!(
+            subscriber.lag("nobody").await,
+            Err(Error::InvalidName { .. })
+        ));
+        assert!(publisher.health().await.is_ready());
+        assert!(subscriber.health().await.is_ready());
+        publisher.close().await.expect("close");
+        subscriber.close().await.expect("close");
+        assert!(!publisher.health().await.is_ready());
+        assert!(!subscriber.health().await.is_ready());
+    }
     use crate::subscriber::Subscriber;
     use futures::StreamExt;
 

@@ -4,6 +4,7 @@ use std::collections::HashSet;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use longshore_core::observe::Health;
 use longshore_core::{Capabilities, Error};
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
 use rdkafka::client::ClientContext;
@@ -81,6 +82,11 @@ impl Shared {
         .await
         .map_err(|e| Error::backend(BACKEND, true, e))??;
         Ok(md)
+    }
+
+    /// The Kafka topics created or confirmed so far.
+    pub fn known_topics(&self) -> Vec<String> {
+        lock(&self.known_topics).iter().cloned().collect()
     }
 
     /// Whether `topic` exists with at least one partition.
@@ -283,8 +289,9 @@ impl KafkaBroker {
         self.shared.ensure_topics(&kafka).await
     }
 
-    /// Whether the cluster answers a metadata request.
-    pub async fn health(&self) -> Result<(), Error> {
-        self.shared.list_topics().await.map(|_| ())
+    /// Whether the cluster answers a metadata request (with a short timeout) and the topics
+    /// created through this broker's handles are still there; see [`Health`].
+    pub async fn health(&self) -> Health {
+        crate::health::check(&self.shared, None).await
     }
 }

@@ -14,7 +14,7 @@
 //! partition's in-flight work is forgotten (nothing of it is stored), so the next owner
 //! redelivers it.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, Mutex};
@@ -22,6 +22,7 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use futures::stream;
+use longshore_core::observe::Health;
 use longshore_core::{
     dead_letter_message, Acker, Capabilities, DeadLetter, Delivery, DeliveryStream, Error, Message,
     Subscriber, Subscription,
@@ -35,6 +36,7 @@ use tokio::sync::{mpsc as tmpsc, oneshot, watch, OnceCell};
 
 use crate::broker::{lock, Shared};
 use crate::error::{map, BACKEND};
+use crate::lag::Probes;
 use crate::mapping::{Resolved, TopicMap, HEADER_ID, HEADER_TOPIC};
 use crate::offsets::{Offsets, Tp};
 use crate::producer::KafkaPublisher;
@@ -52,6 +54,9 @@ pub struct KafkaSubscriber {
     dlq: Arc<OnceCell<KafkaPublisher>>,
     consumers: Mutex<Vec<Control>>,
     closed: AtomicBool,
+    /// The latest plan of every subscription subscribed or ensured here, for `lag`.
+    plans: Mutex<HashMap<String, Plan>>,
+    probes: Probes,
 }
 
 impl std::fmt::Debug for KafkaSubscriber {
@@ -101,6 +106,7 @@ struct AckCtx {
 }
 
 /// What the subscribe call needs to start a consumer.
+#[derive(Clone)]
 struct Plan {
     subscription: Subscription,
     fixed: Vec<String>,
@@ -110,10 +116,12 @@ struct Plan {
 impl KafkaSubscriber {
     pub(crate) fn new(shared: Arc<Shared>) -> Self {
         KafkaSubscriber {
+            probes: Probes::new(shared.clone()),
             shared,
             dlq: Arc::new(OnceCell::new()),
             consumers: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
+            plans: Mutex::new(HashMap::new()),
         }
     }
 
@@ -140,11 +148,13 @@ impl KafkaSubscriber {
             create.push(TopicMap::dead_letter_topic(&subscription.name)?);
         }
         self.shared.ensure_topics(&create).await?;
-        Ok(Plan {
+        let plan = Plan {
             subscription: subscription.clone(),
             fixed,
             discover,
-        })
+        };
+        lock(&self.plans).insert(subscription.name.clone(), plan.clone());
+        Ok(plan)
     }
 
     fn prune(&self) {
@@ -291,6 +301,7 @@ impl Subscriber for KafkaSubscriber {
         for mut c in consumers {
             let _ = tokio::time::timeout(limit, c.done.wait_for(|d| *d)).await;
         }
+        self.probes.close();
         if let Some(dlq) = self.dlq.get() {
             longshore_core::Publisher::close(dlq).await?;
         }
@@ -299,6 +310,32 @@ impl Subscriber for KafkaSubscriber {
 
     fn capabilities(&self) -> Capabilities {
         self.shared.capabilities()
+    }
+
+    /// Not ready once closed; otherwise see [`crate::KafkaBroker::health`].
+    async fn health(&self) -> Health {
+        let closed = self.closed.load(Ordering::Acquire);
+        crate::health::check(&self.shared, closed.then_some("kafka subscriber")).await
+    }
+
+    /// Records behind the group's committed offsets over the subscription's Kafka topics (a
+    /// partition without a committed offset counts from its first record; README, "Health and
+    /// lag"). Only for subscriptions subscribed or ensured through this subscriber, as their
+    /// Kafka topics are known only here: any other name is [`Error::InvalidName`].
+    async fn lag(&self, subscription: &str) -> Result<Option<u64>, Error> {
+        if self.closed.load(Ordering::Acquire) {
+            return Err(Error::Closed("kafka subscriber"));
+        }
+        let plan = lock(&self.plans).get(subscription).cloned();
+        let Some(plan) = plan else {
+            return Err(Error::InvalidName {
+                kind: "subscription",
+                value: subscription.to_string(),
+                reason: "unknown to this subscriber: subscribe or ensure_subscription it first",
+            });
+        };
+        let topics = current_topics(&self.shared, &plan).await?;
+        self.probes.lag(subscription, topics).await.map(Some)
     }
 }
 

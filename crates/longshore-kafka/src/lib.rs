@@ -13,6 +13,8 @@ mod broker;
 pub mod config;
 pub mod consumer;
 mod error;
+mod health;
+mod lag;
 pub mod mapping;
 mod offsets;
 mod producer;

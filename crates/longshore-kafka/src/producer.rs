@@ -350,4 +350,10 @@ impl Publisher for KafkaPublisher {
     fn capabilities(&self) -> Capabilities {
         self.shared.capabilities()
     }
+
+    /// Not ready once closed; otherwise see [`crate::KafkaBroker::health`].
+    async fn health(&self) -> longshore_core::observe::Health {
+        let closed = self.closed.load(Ordering::Acquire);
+        crate::health::check(&self.shared, closed.then_some("kafka publisher")).await
+    }
 }

@@ -40,14 +40,11 @@ impl BrokerFactory for Kafka {
     }
 }
 
-/// `RUST_LOG=longshore_kafka=debug` shows the adapter's logs in test output.
+/// Installs the testkit's global metrics recorder and tracing subscriber, which the
+/// observability scenarios need to be the global ones; it also prints logs filtered by
+/// `RUST_LOG` (`RUST_LOG=longshore_kafka=debug` shows the adapter's logs in test output).
 pub fn init_logs() {
-    if std::env::var("RUST_LOG").is_ok() {
-        let _ = tracing_subscriber::fmt()
-            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
-            .with_test_writer()
-            .try_init();
-    }
+    longshore_testkit::observe::install();
 }
 
 pub async fn connect_with(config: KafkaConfig) -> Option<KafkaBroker> {

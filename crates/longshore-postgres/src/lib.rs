@@ -71,6 +71,7 @@
 
 pub mod config;
 pub mod error;
+mod health;
 mod hub;
 pub mod inbox;
 pub mod queue;

@@ -20,6 +20,7 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use futures::stream;
 use longshore_core::error::FailedMessage;
+use longshore_core::observe::Health;
 use longshore_core::subscriber::{dead_letter_message, dead_letter_topic};
 use longshore_core::topic::validate_topic;
 use longshore_core::{
@@ -251,13 +252,10 @@ impl PgBroker {
         self.inner.capabilities()
     }
 
-    /// Checks that the server answers.
-    pub async fn health(&self) -> Result<(), Error> {
-        sqlx::query::<Postgres>("SELECT 1")
-            .execute(&self.inner.pool)
-            .await
-            .map(|_| ())
-            .map_err(map_error)
+    /// Whether the server answers (within a short timeout) and the schema is migrated; see
+    /// [`Health`].
+    pub async fn health(&self) -> Health {
+        crate::health::check(&self.inner.pool, &self.inner.config, None).await
     }
 }
 
@@ -389,6 +387,17 @@ impl Publisher for PgPublisher {
 
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
+    }
+
+    /// Not ready once closed; otherwise see [`PgBroker::health`].
+    async fn health(&self) -> Health {
+        let closed = self.closed.load(Ordering::Acquire);
+        crate::health::check(
+            &self.inner.pool,
+            &self.inner.config,
+            closed.then_some("postgres publisher"),
+        )
+        .await
     }
 }
 
@@ -672,6 +681,25 @@ impl Subscriber for PgSubscriber {
 
     fn capabilities(&self) -> Capabilities {
         self.inner.capabilities()
+    }
+
+    /// Not ready once closed; otherwise see [`PgBroker::health`].
+    async fn health(&self) -> Health {
+        let closed = self.closed.flag.load(Ordering::Acquire);
+        crate::health::check(
+            &self.inner.pool,
+            &self.inner.config,
+            closed.then_some("postgres subscriber"),
+        )
+        .await
+    }
+
+    /// Rows of the subscription not acknowledged yet (waiting, delayed or leased); a
+    /// subscription that does not exist is [`Error::InvalidName`].
+    async fn lag(&self, subscription: &str) -> Result<Option<u64>, Error> {
+        crate::health::lag(&self.inner.pool, &self.inner.config, subscription)
+            .await
+            .map(Some)
     }
 }
 

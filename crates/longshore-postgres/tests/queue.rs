@@ -257,4 +257,12 @@ async fn recovers_after_connections_are_terminated() {
         }
     })
     .await;
+    // Health reads through the recovered pool.
+    for h in [
+        broker.health().await,
+        publisher.health().await,
+        subscriber.health().await,
+    ] {
+        assert!(h.is_ready(), "{h:?}");
+    }
 }

@@ -54,6 +54,11 @@ pub use longshore_nats as nats;
 #[cfg_attr(docsrs, doc(cfg(feature = "postgres")))]
 pub use longshore_postgres as postgres;
 
+/// OpenTelemetry: OTLP span export and trace propagation (`longshore-otel`).
+#[cfg(feature = "otel")]
+#[cfg_attr(docsrs, doc(cfg(feature = "otel")))]
+pub use longshore_otel as otel;
+
 /// The names most services need, for `use longshore::prelude::*`.
 pub mod prelude {
     pub use longshore_core::{

@@ -17,7 +17,7 @@
 //! ```
 //!
 //! Features pick the adapters compiled in: `memory` (default), `rabbitmq`, `kafka`, `nats`,
-//! `postgres`, `full`. A URL whose adapter is not compiled in is
+//! `postgres`; `otel` adds OpenTelemetry export (`longshore::otel`); `full` is all of them. A URL whose adapter is not compiled in is
 //! [`ConnectError::FeatureDisabled`], naming the feature.
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]

@@ -11,7 +11,9 @@ const END: &str = "<!-- metrics:end -->";
 fn readme_metric_table_matches_the_code() {
     let rows: Vec<String> = names::ALL
         .iter()
-        .map(|(name, kind, labels, meaning)| format!("| `{name}` | {kind} | {labels} | {meaning} |"))
+        .map(|(name, kind, labels, meaning)| {
+            format!("| `{name}` | {kind} | {labels} | {meaning} |")
+        })
         .collect();
     let table = format!(
         "{BEGIN}\n| metric | kind | labels | meaning |\n| --- | --- | --- | --- |\n{}\n{END}",
@@ -50,7 +52,10 @@ fn alerts_use_only_metrics_longshore_records() {
             .find_map(|suffix| word.strip_suffix(suffix))
             .filter(|base| known.contains(base))
             .unwrap_or(word);
-        assert!(known.contains(&base), "docs/alerts.yml uses unknown metric {word}");
+        assert!(
+            known.contains(&base),
+            "docs/alerts.yml uses unknown metric {word}"
+        );
         used += 1;
     }
     assert!(used >= 6, "docs/alerts.yml should use longshore's metrics");

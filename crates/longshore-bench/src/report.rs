@@ -36,7 +36,8 @@ impl Row {
 
     /// The ratio target that applies, if any.
     fn ratio_target(&self) -> Option<f64> {
-        if self.variant.is_some() || self.raw.is_none() {
+        // Memory has no client of its own: its mpsc baseline is a floor, not a target.
+        if self.variant.is_some() || self.raw.is_none() || self.backend == "memory" {
             return None;
         }
         match self.scenario.as_str() {

@@ -401,8 +401,9 @@ async fn raw_publish(
     let (sub, topic) = sub_and_topic();
     ls.subscriber.ensure_subscription(&sub).await?;
     env.raw.prepare(&sub).await?;
-    raw.publish(&topic, &work::payload_messages(1)[0]).await?;
-    let msgs = work::payload_messages(n);
+    raw.publish(&topic, &work::traced(work::payload_messages(1))[0])
+        .await?;
+    let msgs = work::traced(work::payload_messages(n));
     let mut lat = Vec::new();
     let t = Timed::start();
     if batched {
@@ -449,7 +450,11 @@ async fn end_to_end(env: &Env, ls: &Longshore, side: Side, n: usize) -> crate::R
     ls.subscriber.ensure_subscription(&sub).await?;
     env.raw.prepare(&sub).await?;
     let mut batches = Vec::new();
-    let mut all = work::event_messages(n)?.into_iter();
+    let mut all = work::event_messages(n)?;
+    if side == Side::Raw {
+        all = work::traced(all);
+    }
+    let mut all = all.into_iter();
     loop {
         let b: Vec<Message> = all.by_ref().take(BATCH).collect();
         if b.is_empty() {
@@ -522,7 +527,7 @@ async fn drain(env: &Env, ls: &Longshore, side: Side, n: usize) -> crate::Result
         let b = work::event_messages(k)?;
         match side {
             Side::Longshore => publisher.publish_batch(&topic, b).await?,
-            Side::Raw => env.raw.publish_batch(&topic, &b).await?,
+            Side::Raw => env.raw.publish_batch(&topic, &work::traced(b)).await?,
         }
         left -= k;
     }

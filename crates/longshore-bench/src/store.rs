@@ -186,6 +186,7 @@ pub async fn raw_relay_pass(
         let mut m = Message::new(payload).with_id(row.try_get::<String, _>("message_id")?);
         m.key = row.try_get("message_key")?;
         m.headers = serde_json::from_str(&headers)?;
+        crate::work::with_traceparent(&mut m);
         run.push(m);
         seqs.push(row.try_get::<i64, _>("seq")?);
     }

@@ -67,3 +67,23 @@ pub fn events(n: usize, stream: &str, event_type: &str) -> Vec<Event> {
         })
         .collect()
 }
+
+/// Gives a message for the raw side the W3C `traceparent` header the facade's observed
+/// publisher adds to every message, so both sides put the same bytes on the wire.
+pub fn with_traceparent(m: &mut Message) {
+    if m.headers.contains_key("traceparent") {
+        return;
+    }
+    let mut hex: String = m.id.chars().filter(char::is_ascii_hexdigit).collect();
+    while hex.len() < 32 {
+        hex.push('0');
+    }
+    let tp = format!("00-{}-{}-01", &hex[..32], &hex[16..32]);
+    m.headers.insert("traceparent".to_string(), tp);
+}
+
+/// [`with_traceparent`] on every message.
+pub fn traced(mut msgs: Vec<Message>) -> Vec<Message> {
+    msgs.iter_mut().for_each(with_traceparent);
+    msgs
+}

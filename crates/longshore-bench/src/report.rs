@@ -156,7 +156,11 @@ pub fn markdown(args: &Args, rows: &[Row], skipped: &[String], failures: &[Strin
             side_cell(&r.longshore),
             r.unit,
             side_cell(&r.raw),
-            r.raw_client,
+            if r.raw.is_some() {
+                r.raw_client.as_str()
+            } else {
+                "–"
+            },
             r.ratio.map_or("–".into(), |x| format!("{x:.2}")),
             r.latency_of,
             lat_cell(&r.longshore),
@@ -197,7 +201,7 @@ pub fn targets(rows: &[Row]) -> Vec<String> {
     for r in rows {
         if let (Some(t), Some(x)) = (r.ratio_target(), r.ratio) {
             out.push(format!(
-                "{}: ratio {x:.2} ≥ {t} — {}",
+                "{}: ratio {x:.3} ≥ {t} — {}",
                 r.label(),
                 verdict(x >= t)
             ));
@@ -276,13 +280,14 @@ pub fn svg(rows: &[Row]) -> String {
         r#"<text x="10" y="20" font-size="14" font-weight="bold">longshore / raw client (median of per-round ratios; green: target met)</text>"#
     );
     let x_of = |v: f64| label_w + bar_w * (v / max_ratio).min(1.0);
-    for (v, dash) in [(0.9, "4 3"), (0.95, "2 2"), (1.0, "")] {
+    // Label heights staggered: 0.9 and 0.95 sit close together.
+    for (v, dash, lift) in [(0.9, "4 3", 5.0), (0.95, "2 2", 16.0), (1.0, "", 5.0)] {
         let _ = writeln!(
             s,
             r##"<line x1="{x:.1}" y1="{top}" x2="{x:.1}" y2="{y2:.1}" stroke="#666" stroke-dasharray="{dash}"/><text x="{x:.1}" y="{ty:.1}" text-anchor="middle" fill="#666">{v}</text>"##,
             x = x_of(v),
             y2 = top + row_h * ratio_rows.len() as f64,
-            ty = top - 5.0,
+            ty = top - lift,
         );
     }
     for (i, r) in ratio_rows.iter().enumerate() {

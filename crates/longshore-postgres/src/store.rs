@@ -902,10 +902,10 @@ impl Outbox for PgStore {
             "SELECT pg_advisory_xact_lock(hashtextextended($1, 0)), \
              set_config('synchronous_commit', 'off', true)",
         )
-            .bind(&inner.claim_lock)
-            .execute(&mut *tx)
-            .await
-            .map_err(map_store_error)?;
+        .bind(&inner.claim_lock)
+        .execute(&mut *tx)
+        .await
+        .map_err(map_store_error)?;
         let rows = sqlx::query::<Postgres>(inner.sql.claim.clone())
             .bind(relay)
             .bind(limit(limit_n))

@@ -144,6 +144,40 @@ impl Env {
             // Only the relay scenario needs Postgres on the other backends; it reports it.
             Err(e) => (None, Some(e.to_string())),
         };
+        let env = match Self::clients(backend, &pg).await {
+            Ok((raw, transient)) => Env {
+                backend,
+                quick,
+                rounds,
+                raw,
+                pg,
+                pg_error,
+                transient,
+                schemas: Mutex::new(Vec::new()),
+            },
+            Err(e) => {
+                if let Some(pg) = &pg {
+                    let _ = pg.drop_schema().await;
+                }
+                return Err(e);
+            }
+        };
+        // Fails fast (and creates the exchange / stream) before any scenario runs.
+        match env.connect().await {
+            Ok(ls) => close(&ls).await,
+            Err(e) => {
+                env.close().await;
+                return Err(e);
+            }
+        }
+        Ok(env)
+    }
+
+    /// The raw client (and RabbitMQ's transient one).
+    async fn clients(
+        backend: Backend,
+        pg: &Option<Arc<RawPg>>,
+    ) -> crate::Result<(Arc<dyn RawClient>, Option<Arc<RawRabbit>>)> {
         let mut transient = None;
         let raw: Arc<dyn RawClient> = match backend {
             Backend::Memory => Arc::new(RawMemory::default()),
@@ -155,25 +189,12 @@ impl Env {
             Backend::Nats => {
                 Arc::new(RawNats::connect(&nats_url(), NATS_STREAM, NATS_PREFIX).await?)
             }
-            Backend::Postgres => match &pg {
+            Backend::Postgres => match pg {
                 Some(p) => p.clone(),
                 None => return Err("PostgreSQL unreachable".into()),
             },
         };
-        let env = Env {
-            backend,
-            quick,
-            rounds,
-            raw,
-            pg,
-            pg_error,
-            transient,
-            schemas: Mutex::new(Vec::new()),
-        };
-        // Fails fast (and creates the exchange / stream) before any scenario runs.
-        let ls = env.connect().await?;
-        close(&ls).await;
-        Ok(env)
+        Ok((raw, transient))
     }
 
     fn fresh_schema(&self) -> String {

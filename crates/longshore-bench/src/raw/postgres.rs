@@ -27,7 +27,20 @@ impl RawPg {
             .acquire_timeout(Duration::from_secs(5))
             .connect(url)
             .await?;
-        longshore_postgres::migrate(&pool, &longshore_postgres::Schema::new(schema)?).await?;
+        let raw = RawPg {
+            pool,
+            schema: schema.to_string(),
+        };
+        if let Err(e) = raw.create().await {
+            let _ = raw.drop_schema().await;
+            return Err(e);
+        }
+        Ok(raw)
+    }
+
+    async fn create(&self) -> crate::Result<()> {
+        let (pool, schema) = (&self.pool, &self.schema);
+        longshore_postgres::migrate(pool, &longshore_postgres::Schema::new(schema)?).await?;
         for ddl in [
             format!(
                 "CREATE TABLE IF NOT EXISTS \"{schema}\".raw_queue (
@@ -39,12 +52,9 @@ impl RawPg {
                 "CREATE INDEX IF NOT EXISTS raw_queue_topic_id ON \"{schema}\".raw_queue (topic, id)"
             ),
         ] {
-            sqlx::query(AssertSqlSafe(ddl)).execute(&pool).await?;
+            sqlx::query(AssertSqlSafe(ddl)).execute(pool).await?;
         }
-        Ok(RawPg {
-            pool,
-            schema: schema.to_string(),
-        })
+        Ok(())
     }
 
     /// Drops the schema (end of the run).

@@ -248,13 +248,18 @@ impl Env {
         let schemas = self.schemas.lock().map(|v| v.clone()).unwrap_or_default();
         if let Some(pg) = &self.pg {
             for s in schemas {
-                let _ = sqlx::query(sqlx::AssertSqlSafe(format!(
+                let dropped = sqlx::query(sqlx::AssertSqlSafe(format!(
                     "DROP SCHEMA IF EXISTS \"{s}\" CASCADE"
                 )))
                 .execute(&pg.pool)
                 .await;
+                if let Err(e) = dropped {
+                    eprintln!("could not drop schema {s}: {e}");
+                }
             }
-            let _ = pg.drop_schema().await;
+            if let Err(e) = pg.drop_schema().await {
+                eprintln!("could not drop schema {}: {e}", pg.schema);
+            }
         }
     }
 }

@@ -6,7 +6,7 @@
 //! beside it through the [`Codec`] trait.
 
 use bytes::Bytes;
-use chrono::{DateTime, NaiveDateTime, SecondsFormat, Timelike, Utc};
+use chrono::{DateTime, Datelike, NaiveDateTime, SecondsFormat, Timelike, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
@@ -154,12 +154,34 @@ impl Codec for JsonCodec {
 /// Formats like Python's `datetime.utcnow().isoformat()`: naive, microseconds only when
 /// non-zero. Readers that expect RFC 3339 still get a timestamp they can read as UTC.
 pub fn format_timestamp(ts: &DateTime<Utc>) -> String {
+    use std::fmt::Write;
     let naive = ts.naive_utc();
-    if naive.nanosecond() / 1_000 == 0 {
-        naive.format("%Y-%m-%dT%H:%M:%S").to_string()
-    } else {
-        naive.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
+    let micros = naive.nanosecond() % 1_000_000_000 / 1_000;
+    if !(0..=9999).contains(&naive.year()) || naive.nanosecond() >= 1_000_000_000 {
+        // Outside what Python's isoformat writes, or a leap second: chrono's formatter.
+        return if micros == 0 {
+            naive.format("%Y-%m-%dT%H:%M:%S").to_string()
+        } else {
+            naive.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
+        };
     }
+    // Written field by field: this runs for every event encoded, and strftime-style
+    // formatting re-parses its pattern each time.
+    let mut s = String::with_capacity(26);
+    let _ = write!(
+        s,
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}",
+        naive.year(),
+        naive.month(),
+        naive.day(),
+        naive.hour(),
+        naive.minute(),
+        naive.second()
+    );
+    if micros != 0 {
+        let _ = write!(s, ".{micros:06}");
+    }
+    s
 }
 
 /// Reads RFC 3339 (any offset, normalised to UTC) or a naive ISO 8601 date-time (taken as UTC,
@@ -185,6 +207,21 @@ pub fn rfc3339(ts: &DateTime<Utc>) -> String {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    proptest! {
+        /// The hand-written formatter writes exactly what chrono's strftime does.
+        #[test]
+        fn timestamp_format_matches_strftime(secs in 0i64..253_402_300_799, micros in 0u32..1_000_000) {
+            let ts = DateTime::from_timestamp(secs, micros * 1_000).expect("in range");
+            let naive = ts.naive_utc();
+            let expected = if micros == 0 {
+                naive.format("%Y-%m-%dT%H:%M:%S").to_string()
+            } else {
+                naive.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
+            };
+            prop_assert_eq!(format_timestamp(&ts), expected);
+        }
+    }
 
     #[test]
     fn roundtrip_keeps_everything() {

@@ -114,12 +114,13 @@ impl TraceContext {
 
     /// The `traceparent` header value.
     pub fn traceparent(&self) -> String {
-        format!(
-            "00-{}-{}-{:02x}",
-            self.trace_id_hex(),
-            self.span_id_hex(),
-            u8::from(self.sampled)
-        )
+        let mut s = String::with_capacity(55);
+        s.push_str("00-");
+        s.push_str(&self.trace_id_hex());
+        s.push('-');
+        s.push_str(&self.span_id_hex());
+        s.push_str(if self.sampled { "-01" } else { "-00" });
+        s
     }
 
     /// The trace id as 32 lowercase hex digits (what spans record as `trace_id`).
@@ -225,14 +226,15 @@ fn nonzero_u64() -> u64 {
     }
 }
 
+/// Lowercase hex. By table, not `write!`: it runs for every message published and handled.
 fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut s = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        s.push(char::from(DIGITS[usize::from(b >> 4)]));
+        s.push(char::from(DIGITS[usize::from(b & 0xf)]));
+    }
+    s
 }
 
 /// Parses exactly `N` bytes of lowercase hex (W3C forbids uppercase).

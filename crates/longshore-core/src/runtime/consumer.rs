@@ -363,7 +363,7 @@ impl Worker {
         }
         async move {
             let event = match self.codec.decode(&delivery.message) {
-                Ok(event) => event,
+                Ok(event) => Arc::new(event),
                 Err(e) => {
                     let attempts = delivery.attempt;
                     return self.dead_letter(delivery, format!("undecodable message: {e}"), attempts).await;

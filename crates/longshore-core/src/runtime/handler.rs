@@ -17,7 +17,8 @@ pub struct HandlerContext {
     /// 1-based attempt number (broker redeliveries and in-process retries both count).
     pub attempt: u32,
     /// The whole event (id, timestamp, metadata). For typed handlers `data` is also here raw.
-    pub event: Event,
+    /// Shared, so a retry hands the same event to the next attempt without copying it.
+    pub event: Arc<Event>,
 }
 
 /// A handler failure: transient (retry with backoff) or permanent (dead-letter now).

@@ -5,9 +5,9 @@ use std::path::PathBuf;
 use crate::backend::Backend;
 use crate::scenario::Scenario;
 
-pub const USAGE: &str = "usage: longshore-bench [--quick] [--rounds N] [--out DIR] <scenario|all> <backend|all>
+pub const USAGE: &str = "usage: longshore-bench [--quick] [--rounds N] [--out DIR] <scenario[,scenario…]|all> <backend[,backend…]|all>
 
-scenarios: publish-one publish-batch end-to-end store-append-1 store-append-10 read-all relay drain-backlog
+scenarios: publish-one publish-batch transport end-to-end store-append-1 store-append-10 read-all relay drain-backlog
 backends:  memory rabbitmq kafka nats postgres
   --quick       tiny counts, one round each (seconds; what CI runs)
   --rounds N    rounds per scenario, alternating which side goes first (default 5, quick 1)
@@ -65,12 +65,18 @@ impl Args {
         let scenarios = if scenario == "all" {
             Scenario::ALL.to_vec()
         } else {
-            vec![Scenario::from_name(scenario).ok_or(format!("unknown scenario {scenario}"))?]
+            scenario
+                .split(',')
+                .map(|s| Scenario::from_name(s).ok_or(format!("unknown scenario {s}")))
+                .collect::<Result<_, _>>()?
         };
         let backends = if backend == "all" {
             Backend::ALL.to_vec()
         } else {
-            vec![Backend::from_name(backend).ok_or(format!("unknown backend {backend}"))?]
+            backend
+                .split(',')
+                .map(|b| Backend::from_name(b).ok_or(format!("unknown backend {b}")))
+                .collect::<Result<_, _>>()?
         };
         Ok(Parsed::Run(Args {
             quick,

@@ -4,6 +4,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use longshore_core::{Codec, JsonCodec, Message};
 use serde::Serialize;
 use tokio::sync::Notify;
 
@@ -76,6 +77,8 @@ pub struct Recorder {
     first_us: AtomicU64,
     last_us: AtomicU64,
     latencies: Mutex<Vec<u64>>,
+    /// Whether [`Recorder::handle_raw`] decodes the body (not at the transport level).
+    decode: bool,
     done: Notify,
 }
 
@@ -97,8 +100,18 @@ impl Recorder {
             } else {
                 0
             })),
+            decode: true,
             done: Notify::new(),
         })
+    }
+
+    /// A recorder for the transport scenario: no latencies, and raw handlers do not decode.
+    pub fn transport(target: usize) -> Arc<Self> {
+        let mut r = Recorder::new(target, false);
+        if let Some(r) = Arc::get_mut(&mut r) {
+            r.decode = false;
+        }
+        r
     }
 
     /// One message handled, stamped with its send time (if any).
@@ -124,11 +137,15 @@ impl Recorder {
         }
     }
 
-    /// What a raw consumer's handler does: decode the JSON body (the runtime's codec does
-    /// as much for longshore) and record the message.
+    /// What a raw consumer's handler does: decode the body into the same `Event` the
+    /// consumer runtime's codec builds for longshore (JSON parse, id and timestamp parsed),
+    /// then record the message. At the transport level ([`Recorder::transport`]) neither side
+    /// decodes.
     pub fn handle_raw(&self, payload: &[u8], sent_us: Option<u64>) {
-        let value: Result<serde_json::Value, _> = serde_json::from_slice(payload);
-        std::hint::black_box(&value);
+        if self.decode {
+            let event = JsonCodec.decode(&Message::new(payload.to_vec()));
+            std::hint::black_box(&event);
+        }
         self.record(sent_us);
     }
 

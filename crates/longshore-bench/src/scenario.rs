@@ -10,6 +10,8 @@ use longshore_core::{
     Subscriber, Subscription,
 };
 
+use futures::StreamExt;
+
 use crate::backend::{close, Backend, Env};
 use crate::cli::Args;
 use crate::measure::{median, parse_stamp, Recorder, Sample, SideStats, Timed, SENT_HEADER};
@@ -23,6 +25,7 @@ use crate::work::{self, unique, BATCH, CONCURRENCY, EVENT_TYPE};
 pub enum Scenario {
     PublishOne,
     PublishBatch,
+    Transport,
     EndToEnd,
     StoreAppend1,
     StoreAppend10,
@@ -34,11 +37,14 @@ pub enum Scenario {
 /// Events per page of `read_all`, and rows per relay pass.
 const PAGE: usize = 500;
 const RELAY_BATCH: usize = 100;
+/// Prefetch of the transport scenario's one consumer (below every backend's maximum).
+const TRANSPORT_PREFETCH: u16 = 1000;
 
 impl Scenario {
-    pub const ALL: [Scenario; 8] = [
+    pub const ALL: [Scenario; 9] = [
         Scenario::PublishOne,
         Scenario::PublishBatch,
+        Scenario::Transport,
         Scenario::EndToEnd,
         Scenario::StoreAppend1,
         Scenario::StoreAppend10,
@@ -51,6 +57,7 @@ impl Scenario {
         match self {
             Scenario::PublishOne => "publish-one",
             Scenario::PublishBatch => "publish-batch",
+            Scenario::Transport => "transport",
             Scenario::EndToEnd => "end-to-end",
             Scenario::StoreAppend1 => "store-append-1",
             Scenario::StoreAppend10 => "store-append-10",
@@ -80,7 +87,7 @@ impl Scenario {
             Scenario::StoreAppend1 | Scenario::StoreAppend10 => "one transaction",
             Scenario::ReadAll => "one page of 500",
             Scenario::Relay => "one relay pass (100 rows)",
-            Scenario::DrainBacklog => "–",
+            Scenario::Transport | Scenario::DrainBacklog => "–",
         }
     }
 
@@ -111,6 +118,9 @@ impl Scenario {
             (Scenario::PublishBatch, Memory) => 90_000,
             (Scenario::PublishBatch, Nats) => 50_000,
             (Scenario::PublishBatch, _) => 20_000,
+            (Scenario::Transport, Memory) => 1_000_000,
+            (Scenario::Transport, Rabbitmq | Postgres) => 10_000,
+            (Scenario::Transport, _) => 50_000,
             (Scenario::EndToEnd, Memory) => 1_000_000,
             (Scenario::EndToEnd, Postgres) => 5_000,
             (Scenario::EndToEnd, _) => 20_000,
@@ -267,6 +277,7 @@ async fn run_scenario(env: &Env, scenario: Scenario) -> crate::Result<Vec<Row>> 
                     Scenario::PublishOne | Scenario::PublishBatch => {
                         publish(env, &ls, side, scenario == Scenario::PublishBatch, n).await?
                     }
+                    Scenario::Transport => transport(env, &ls, side, n).await?,
                     Scenario::EndToEnd => end_to_end(env, &ls, side, n).await?,
                     Scenario::StoreAppend1 => append(env, &ls, side, n, 1).await?,
                     Scenario::StoreAppend10 => append(env, &ls, side, n, 10).await?,
@@ -424,6 +435,76 @@ async fn raw_publish(
     Ok(sample)
 }
 
+/// Publish → consume → ack at the transport level: batches of [`BATCH`] published while one
+/// consumer (prefetch [`TRANSPORT_PREFETCH`]) acks every delivery in turn, with no consumer
+/// runtime and no decoding; rate from the first publish to the last ack.
+async fn transport(env: &Env, ls: &Longshore, side: Side, n: usize) -> crate::Result<Sample> {
+    let (sub, topic) = sub_and_topic();
+    let sub = sub.with_prefetch(TRANSPORT_PREFETCH);
+    ls.subscriber.ensure_subscription(&sub).await?;
+    env.raw.prepare(&sub).await?;
+    let mut msgs = work::payload_messages(n);
+    if side == Side::Raw {
+        msgs = work::traced(msgs);
+    }
+    let mut batches = Vec::with_capacity(n.div_ceil(BATCH));
+    let mut all = msgs.into_iter();
+    loop {
+        let b: Vec<Message> = all.by_ref().take(BATCH).collect();
+        if b.is_empty() {
+            break;
+        }
+        batches.push(b);
+    }
+    let rec = Recorder::transport(n);
+    let task = match side {
+        Side::Longshore => {
+            let mut stream = ls.subscriber.subscribe(&sub).await?;
+            let rec = rec.clone();
+            tokio::spawn(async move {
+                for _ in 0..n {
+                    let d = stream.next().await.ok_or("delivery stream ended")??;
+                    d.ack().await?;
+                    rec.record(None);
+                }
+                Ok::<(), crate::BoxError>(())
+            })
+        }
+        Side::Raw => {
+            env.raw
+                .start_consumer(
+                    &sub,
+                    &topic,
+                    n,
+                    usize::from(TRANSPORT_PREFETCH),
+                    1,
+                    rec.clone(),
+                )
+                .await?
+        }
+    };
+    let t = Timed::start();
+    let done: crate::Result<()> = async {
+        for b in batches {
+            match side {
+                Side::Longshore => ls.publisher.publish_batch(&topic, b).await?,
+                Side::Raw => env.raw.publish_batch(&topic, &b).await?,
+            }
+        }
+        rec.wait(wait_limit(env)).await
+    }
+    .await;
+    let sample = t.finish(n, Vec::new());
+    if done.is_ok() {
+        task.await??;
+    } else {
+        task.abort();
+    }
+    done?;
+    env.raw.cleanup(&sub).await?;
+    Ok(sample)
+}
+
 /// Starts longshore's consumer runtime (default concurrency) recording into `rec`.
 async fn start_consumer(
     subscriber: Arc<dyn Subscriber>,
@@ -471,7 +552,7 @@ async fn end_to_end(env: &Env, ls: &Longshore, side: Side, n: usize) -> crate::R
         Side::Raw => {
             task = Some(
                 env.raw
-                    .start_consumer(&sub, &topic, n, CONCURRENCY, rec.clone())
+                    .start_consumer(&sub, &topic, n, CONCURRENCY, CONCURRENCY, rec.clone())
                     .await?,
             )
         }
@@ -541,7 +622,7 @@ async fn drain(env: &Env, ls: &Longshore, side: Side, n: usize) -> crate::Result
         Side::Raw => {
             task = Some(
                 env.raw
-                    .start_consumer(&sub, &topic, n, CONCURRENCY, rec.clone())
+                    .start_consumer(&sub, &topic, n, CONCURRENCY, CONCURRENCY, rec.clone())
                     .await?,
             )
         }

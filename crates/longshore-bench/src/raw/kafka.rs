@@ -108,6 +108,7 @@ impl RawClient for RawKafka {
         sub: &Subscription,
         topic: &str,
         n: usize,
+        _prefetch: usize,
         concurrency: usize,
         rec: Arc<Recorder>,
     ) -> crate::Result<ConsumerTask> {

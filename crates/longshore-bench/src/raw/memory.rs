@@ -61,6 +61,7 @@ impl RawClient for RawMemory {
         _sub: &Subscription,
         topic: &str,
         n: usize,
+        _prefetch: usize,
         concurrency: usize,
         rec: Arc<Recorder>,
     ) -> crate::Result<ConsumerTask> {

@@ -29,13 +29,15 @@ pub trait RawClient: Send + Sync {
     async fn publish(&self, topic: &str, m: &Message) -> crate::Result<()>;
     /// Publishes messages with their confirmations pipelined, waiting for all.
     async fn publish_batch(&self, topic: &str, ms: &[Message]) -> crate::Result<()>;
-    /// Starts consuming `sub` (topic `topic`) with `concurrency` handlers, each calling
-    /// [`Recorder::handle_raw`] then acknowledging; returns once the consumer is attached.
+    /// Starts consuming `sub` (topic `topic`) holding up to `prefetch` unacknowledged
+    /// deliveries, with `concurrency` handlers, each calling [`Recorder::handle_raw`] then
+    /// acknowledging; returns once the consumer is attached.
     async fn start_consumer(
         &self,
         sub: &Subscription,
         topic: &str,
         n: usize,
+        prefetch: usize,
         concurrency: usize,
         rec: Arc<Recorder>,
     ) -> crate::Result<ConsumerTask>;

@@ -78,6 +78,7 @@ impl RawClient for RawNats {
         sub: &Subscription,
         _topic: &str,
         n: usize,
+        prefetch: usize,
         concurrency: usize,
         rec: Arc<Recorder>,
     ) -> crate::Result<ConsumerTask> {
@@ -85,7 +86,7 @@ impl RawClient for RawNats {
         let durable: consumer::PullConsumer = stream.get_consumer(&sub.name).await?;
         let messages = durable
             .stream()
-            .max_messages_per_batch(concurrency)
+            .max_messages_per_batch(prefetch)
             .messages()
             .await?;
         Ok(tokio::spawn(async move {

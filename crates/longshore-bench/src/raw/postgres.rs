@@ -120,6 +120,7 @@ impl RawClient for RawPg {
         _sub: &Subscription,
         topic: &str,
         n: usize,
+        prefetch: usize,
         concurrency: usize,
         rec: Arc<Recorder>,
     ) -> crate::Result<ConsumerTask> {
@@ -139,7 +140,7 @@ impl RawClient for RawPg {
             while done < n {
                 let rows = sqlx::query(AssertSqlSafe(fetch.clone()))
                     .bind(&topic)
-                    .bind(concurrency as i64)
+                    .bind(prefetch as i64)
                     .fetch_all(&pool)
                     .await?;
                 if rows.is_empty() {

@@ -121,13 +121,14 @@ impl RawClient for RawRabbit {
         sub: &Subscription,
         _topic: &str,
         n: usize,
+        prefetch: usize,
         concurrency: usize,
         rec: Arc<Recorder>,
     ) -> crate::Result<ConsumerTask> {
         let channel = self.conn.create_channel().await?;
         channel
             .basic_qos(
-                u16::try_from(concurrency).unwrap_or(u16::MAX),
+                u16::try_from(prefetch).unwrap_or(u16::MAX),
                 BasicQosOptions { global: false },
             )
             .await?;

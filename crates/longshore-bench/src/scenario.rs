@@ -37,6 +37,8 @@ pub enum Scenario {
 /// Events per page of `read_all`, and rows per relay pass.
 const PAGE: usize = 500;
 const RELAY_BATCH: usize = 100;
+/// The memory transport variant measuring the broker without the facade's observability layer.
+const BARE_MEMORY: &str = "the bare memory broker, without the facade's tracing and metrics layer";
 /// Prefetch of the transport scenario's one consumer (below every backend's maximum).
 const TRANSPORT_PREFETCH: u16 = 1000;
 
@@ -277,7 +279,9 @@ async fn run_scenario(env: &Env, scenario: Scenario) -> crate::Result<Vec<Row>> 
                     Scenario::PublishOne | Scenario::PublishBatch => {
                         publish(env, &ls, side, scenario == Scenario::PublishBatch, n).await?
                     }
-                    Scenario::Transport => transport(env, &ls, side, n).await?,
+                    Scenario::Transport => {
+                        transport(env, &ls.publisher, &ls.subscriber, side, n, false).await?
+                    }
                     Scenario::EndToEnd => end_to_end(env, &ls, side, n).await?,
                     Scenario::StoreAppend1 => append(env, &ls, side, n, 1).await?,
                     Scenario::StoreAppend10 => append(env, &ls, side, n, 10).await?,
@@ -301,6 +305,14 @@ async fn run_scenario(env: &Env, scenario: Scenario) -> crate::Result<Vec<Row>> 
                     "raw reads without the watermark (may skip in-flight events)",
                     t.finish(read, Vec::new()),
                 );
+            }
+            if env.backend == Backend::Memory && scenario == Scenario::Transport {
+                let broker = MemoryBroker::new(MemoryConfig::default());
+                let (p, s): (Arc<dyn Publisher>, Arc<dyn Subscriber>) =
+                    (Arc::new(broker.publisher()), Arc::new(broker.subscriber()));
+                let sample = transport(env, &p, &s, Side::Longshore, n, true).await?;
+                let _ = s.close().await;
+                push_extra(&mut extra, BARE_MEMORY, sample);
             }
             if env.backend == Backend::Rabbitmq
                 && matches!(scenario, Scenario::PublishOne | Scenario::PublishBatch)
@@ -327,7 +339,11 @@ async fn run_scenario(env: &Env, scenario: Scenario) -> crate::Result<Vec<Row>> 
     };
     let mut rows = vec![row(env, scenario, None, items, &ours, &raw)];
     for (variant, samples) in extra {
-        rows.push(row(env, scenario, Some(&variant), items, &ours, &samples));
+        let mut r = row(env, scenario, Some(&variant), items, &ours, &samples);
+        if variant == BARE_MEMORY {
+            r.raw_client = "MemoryBroker".to_string();
+        }
+        rows.push(r);
     }
     Ok(rows)
 }
@@ -438,13 +454,23 @@ async fn raw_publish(
 /// Publish → consume → ack at the transport level: batches of [`BATCH`] published while one
 /// consumer (prefetch [`TRANSPORT_PREFETCH`]) acks every delivery in turn, with no consumer
 /// runtime and no decoding; rate from the first publish to the last ack.
-async fn transport(env: &Env, ls: &Longshore, side: Side, n: usize) -> crate::Result<Sample> {
+///
+/// `bare`: `publisher` and `subscriber` are a bare memory broker's, without the facade's
+/// observability layer, so the messages carry the `traceparent` that layer would add.
+async fn transport(
+    env: &Env,
+    publisher: &Arc<dyn Publisher>,
+    subscriber: &Arc<dyn Subscriber>,
+    side: Side,
+    n: usize,
+    bare: bool,
+) -> crate::Result<Sample> {
     let (sub, topic) = sub_and_topic();
     let sub = sub.with_prefetch(TRANSPORT_PREFETCH);
-    ls.subscriber.ensure_subscription(&sub).await?;
+    subscriber.ensure_subscription(&sub).await?;
     env.raw.prepare(&sub).await?;
     let mut msgs = work::payload_messages(n);
-    if side == Side::Raw {
+    if side == Side::Raw || bare {
         msgs = work::traced(msgs);
     }
     let mut batches = Vec::with_capacity(n.div_ceil(BATCH));
@@ -459,7 +485,7 @@ async fn transport(env: &Env, ls: &Longshore, side: Side, n: usize) -> crate::Re
     let rec = Recorder::transport(n);
     let task = match side {
         Side::Longshore => {
-            let mut stream = ls.subscriber.subscribe(&sub).await?;
+            let mut stream = subscriber.subscribe(&sub).await?;
             let rec = rec.clone();
             tokio::spawn(async move {
                 for _ in 0..n {
@@ -487,7 +513,7 @@ async fn transport(env: &Env, ls: &Longshore, side: Side, n: usize) -> crate::Re
     let done: crate::Result<()> = async {
         for b in batches {
             match side {
-                Side::Longshore => ls.publisher.publish_batch(&topic, b).await?,
+                Side::Longshore => publisher.publish_batch(&topic, b).await?,
                 Side::Raw => env.raw.publish_batch(&topic, &b).await?,
             }
         }

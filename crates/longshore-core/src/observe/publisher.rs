@@ -101,7 +101,10 @@ fn stamp(span: &tracing::Span, message: &mut Message) {
             ctx
         }
     };
-    span.record("trace_id", ctx.trace_id_hex());
+    // Recording formats the id: skip it when nobody listens (the usual case in a hot loop).
+    if !span.is_disabled() {
+        span.record("trace_id", ctx.trace_id_hex());
+    }
 }
 
 #[async_trait]
@@ -141,10 +144,13 @@ impl Publisher for ObservedPublisher {
         // One trace context for the batch (one operation of the caller's); messages that
         // carry their own keep it.
         let ctx = context_for_publish(&span);
-        span.record("trace_id", ctx.trace_id_hex());
+        if !span.is_disabled() {
+            span.record("trace_id", ctx.trace_id_hex());
+        }
+        let traceparent = ctx.traceparent();
         for m in messages.iter_mut() {
             if !m.headers.contains_key(HEADER_TRACEPARENT) {
-                ctx.write_to(&mut m.headers);
+                ctx.write_with(traceparent.clone(), &mut m.headers);
             }
         }
         let total = messages.len() as u64;

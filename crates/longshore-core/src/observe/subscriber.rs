@@ -98,7 +98,6 @@ impl Subscriber for ObservedSubscriber {
             match item {
                 Ok(delivery) => {
                     m.consumed.increment(1);
-                    let parent = TraceContext::from_headers(&delivery.message.headers);
                     let span = tracing::info_span!(
                         "longshore.receive",
                         backend,
@@ -108,11 +107,17 @@ impl Subscriber for ObservedSubscriber {
                         attempt = delivery.attempt,
                         trace_id = tracing::field::Empty,
                     );
+                    // Parsing and recording the trace context is for the span alone.
+                    let parent = if span.is_disabled() {
+                        None
+                    } else {
+                        TraceContext::from_headers(&delivery.message.headers)
+                    };
                     if let Some(parent) = &parent {
                         span.record("trace_id", parent.trace_id_hex());
                         attach(&span, parent);
+                        span.in_scope(|| tracing::trace!("received"));
                     }
-                    span.in_scope(|| tracing::trace!("received"));
                     let in_flight = GaugeGuard::up(&m.in_flight);
                     let metrics = m.clone();
                     let last_ack = last_ack.clone();

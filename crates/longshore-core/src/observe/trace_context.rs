@@ -105,7 +105,13 @@ impl TraceContext {
 
     /// Writes `traceparent` (and `tracestate`, when there is one) into `headers`.
     pub fn write_to(&self, headers: &mut Headers) {
-        headers.insert(HEADER_TRACEPARENT.into(), self.traceparent());
+        self.write_with(self.traceparent(), headers);
+    }
+
+    /// [`TraceContext::write_to`] with the `traceparent` value already formatted (a batch
+    /// formats it once for all its messages).
+    pub(crate) fn write_with(&self, traceparent: String, headers: &mut Headers) {
+        headers.insert(HEADER_TRACEPARENT.into(), traceparent);
         match &self.tracestate {
             Some(state) => headers.insert(HEADER_TRACESTATE.into(), state.clone()),
             None => headers.remove(HEADER_TRACESTATE),
@@ -116,9 +122,9 @@ impl TraceContext {
     pub fn traceparent(&self) -> String {
         let mut s = String::with_capacity(55);
         s.push_str("00-");
-        s.push_str(&self.trace_id_hex());
+        push_hex(&mut s, &self.trace_id);
         s.push('-');
-        s.push_str(&self.span_id_hex());
+        push_hex(&mut s, &self.span_id);
         s.push_str(if self.sampled { "-01" } else { "-00" });
         s
     }
@@ -228,13 +234,17 @@ fn nonzero_u64() -> u64 {
 
 /// Lowercase hex. By table, not `write!`: it runs for every message published and handled.
 fn hex(bytes: &[u8]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     let mut s = String::with_capacity(bytes.len() * 2);
+    push_hex(&mut s, bytes);
+    s
+}
+
+fn push_hex(s: &mut String, bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for b in bytes {
         s.push(char::from(DIGITS[usize::from(b >> 4)]));
         s.push(char::from(DIGITS[usize::from(b & 0xf)]));
     }
-    s
 }
 
 /// Parses exactly `N` bytes of lowercase hex (W3C forbids uppercase).

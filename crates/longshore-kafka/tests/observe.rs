@@ -1,65 +1,14 @@
-//! Health and lag against the broker at `KAFKA_BROKERS`.
+//! Health and lag against the broker at `KAFKA_BROKERS` (lag counting itself is the
+//! conformance scenario `observability_conformance::lag_counts_waiting_messages`).
 
 mod common;
 
-use std::time::{Duration, Instant};
-
 use longshore_core::{Error, Publisher, Subscriber, Subscription};
-use longshore_kafka::{KafkaBroker, KafkaSubscriber};
-use longshore_testkit::{message, recv_n, Names, WAIT};
+use longshore_kafka::KafkaBroker;
+use longshore_testkit::{message, Names};
 
 async fn broker() -> Option<KafkaBroker> {
     common::connect_with(common::config()).await
-}
-
-/// Polls `lag` until it reports `want` (bounded by [`WAIT`]), failing with the last answer.
-async fn await_lag(subscriber: &KafkaSubscriber, subscription: &str, want: u64) {
-    let deadline = Instant::now() + WAIT;
-    loop {
-        let lag = subscriber.lag(subscription).await.expect("lag");
-        if lag == Some(want) {
-            return;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "lag of {subscription} is {lag:?} after {WAIT:?}, expected {want}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// Lag is the number of records published to an ensured subscription's topic with no consumer
-/// (the group has committed nothing yet), and drops to zero once everything is acked and
-/// committed.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn lag_counts_unconsumed_records_then_zero_after_acks() {
-    let Some(b) = broker().await else { return };
-    let n = Names::new();
-    let (publisher, subscriber) = (b.publisher(), b.subscriber());
-    let sub = Subscription::new(n.sub("lag"), [n.topic("#")]);
-    subscriber.ensure_subscription(&sub).await.expect("ensure");
-    assert_eq!(subscriber.lag(&sub.name).await.expect("lag"), Some(0));
-
-    const N: usize = 7;
-    // One at a time, each awaited: tansu's high watermark (ListOffsets) is the last record
-    // batch's base offset + 1, right only while every batch holds one record (README, tansu).
-    for i in 0..N {
-        publisher
-            .publish(&n.topic("created"), message(i))
-            .await
-            .expect("publish");
-    }
-    await_lag(&subscriber, &sub.name, N as u64).await;
-
-    let mut stream = subscriber.subscribe(&sub).await.expect("subscribe");
-    for d in recv_n(&mut stream, N).await {
-        d.ack().await.expect("ack");
-    }
-    // Acked offsets are committed by auto-commit (every `commit_interval`).
-    await_lag(&subscriber, &sub.name, 0).await;
-
-    subscriber.close().await.expect("close");
-    publisher.close().await.expect("close");
 }
 
 /// `lag` of a subscription this subscriber never saw is a typed error (its Kafka topics are

@@ -7,27 +7,7 @@ use std::time::Duration;
 
 use async_nats::jetstream::stream;
 use longshore_core::{Error, Publisher, Subscriber, Subscription};
-use longshore_nats::NatsSubscriber;
-use longshore_testkit::{message, recv_n, Names};
-
-/// Polls `lag()` until it is `want` (the server's count is read, not awaited as an event).
-async fn lag_becomes(subscriber: &NatsSubscriber, name: &str, want: u64) {
-    let mut last = None;
-    let reached = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            last = Some(subscriber.lag(name).await.expect("lag"));
-            if last == Some(Some(want)) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    assert!(
-        reached.is_ok(),
-        "lag of {name} stayed {last:?}, expected {want}"
-    );
-}
+use longshore_testkit::{lag_reaches, message, recv_n, Names};
 
 #[tokio::test]
 async fn lag_counts_pending_and_unacknowledged_messages() {
@@ -46,7 +26,7 @@ async fn lag_counts_pending_and_unacknowledged_messages() {
         .publish_batch(&topic, (0..7).map(message).collect())
         .await
         .expect("publish");
-    lag_becomes(&subscriber, &sub.name, 7).await;
+    lag_reaches(&subscriber, &sub.name, 7).await;
 
     let mut stream = subscriber
         .subscribe(&sub.clone().with_prefetch(10))
@@ -54,28 +34,14 @@ async fn lag_counts_pending_and_unacknowledged_messages() {
         .expect("subscribe");
     let deliveries = recv_n(&mut stream, 7).await;
     // Delivered, not acknowledged: still counted (num_ack_pending).
-    lag_becomes(&subscriber, &sub.name, 7).await;
+    lag_reaches(&subscriber, &sub.name, 7).await;
     for (i, d) in deliveries.into_iter().enumerate() {
         d.ack().await.expect("ack");
         if i == 2 {
-            lag_becomes(&subscriber, &sub.name, 4).await;
+            lag_reaches(&subscriber, &sub.name, 4).await;
         }
     }
-    lag_becomes(&subscriber, &sub.name, 0).await;
-}
-
-#[tokio::test]
-async fn lag_of_an_unknown_subscription_is_a_typed_error() {
-    let Some(broker) = common::broker_with(common::config()).await else {
-        return;
-    };
-    let name = Names::new().sub("never-declared");
-    match broker.subscriber().lag(&name).await {
-        Err(Error::InvalidName { kind, value, .. }) => {
-            assert_eq!((kind, value.as_str()), ("subscription", name.as_str()))
-        }
-        other => panic!("expected InvalidName, got {other:?}"),
-    }
+    lag_reaches(&subscriber, &sub.name, 0).await;
 }
 
 #[tokio::test]

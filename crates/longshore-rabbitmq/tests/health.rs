@@ -3,32 +3,10 @@
 
 mod common;
 
-use std::time::Duration;
-
 use lapin::options::ExchangeDeleteOptions;
 use lapin::{Connection, ConnectionProperties};
 use longshore_core::{Error, Publisher, Subscriber, Subscription};
-use longshore_rabbitmq::RabbitSubscriber;
-use longshore_testkit::{message, recv, recv_n, Names};
-
-/// Polls `lag()` until it is `want` (the broker's count is read, not awaited as an event).
-async fn lag_becomes(subscriber: &RabbitSubscriber, name: &str, want: u64) {
-    let mut last = None;
-    let reached = tokio::time::timeout(Duration::from_secs(10), async {
-        loop {
-            last = Some(subscriber.lag(name).await.expect("lag"));
-            if last == Some(Some(want)) {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await;
-    assert!(
-        reached.is_ok(),
-        "lag of {name} stayed {last:?}, expected {want}"
-    );
-}
+use longshore_testkit::{lag_reaches, message, recv, recv_n, Names};
 
 #[tokio::test]
 async fn lag_counts_ready_messages_until_they_are_delivered() {
@@ -47,7 +25,7 @@ async fn lag_counts_ready_messages_until_they_are_delivered() {
         .publish_batch(&topic, (0..7).map(message).collect())
         .await
         .expect("publish");
-    lag_becomes(&subscriber, &sub.name, 7).await;
+    lag_reaches(&subscriber, &sub.name, 7).await;
 
     let mut stream = subscriber
         .subscribe(&sub.clone().with_prefetch(10))
@@ -55,11 +33,11 @@ async fn lag_counts_ready_messages_until_they_are_delivered() {
         .expect("subscribe");
     let deliveries = recv_n(&mut stream, 7).await;
     // Delivered and not yet acknowledged: no longer ready, so not counted (documented).
-    lag_becomes(&subscriber, &sub.name, 0).await;
+    lag_reaches(&subscriber, &sub.name, 0).await;
     for d in deliveries {
         d.ack().await.expect("ack");
     }
-    lag_becomes(&subscriber, &sub.name, 0).await;
+    lag_reaches(&subscriber, &sub.name, 0).await;
 
     publisher
         .publish(&topic, message(8))
@@ -69,7 +47,7 @@ async fn lag_counts_ready_messages_until_they_are_delivered() {
     drop(unsettled);
     drop(stream);
     // The unacknowledged delivery goes back to the queue when its consumer is gone.
-    lag_becomes(&subscriber, &sub.name, 1).await;
+    lag_reaches(&subscriber, &sub.name, 1).await;
 }
 
 #[tokio::test]

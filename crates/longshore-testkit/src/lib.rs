@@ -121,6 +121,27 @@ pub async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
     .await;
 }
 
+/// Polls `subscriber.lag(name)` until it is `want`, failing the test after [`WAIT`] with the
+/// last answer: brokers report lag asynchronously (Kafka commits offsets on a timer, JetStream
+/// and RabbitMQ count acks as they arrive), so there is no event to await.
+pub async fn lag_reaches(subscriber: &dyn Subscriber, name: &str, want: u64) {
+    let mut last = None;
+    let reached = tokio::time::timeout(WAIT, async {
+        loop {
+            last = Some(subscriber.lag(name).await.expect("lag"));
+            if last == Some(Some(want)) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await;
+    assert!(
+        reached.is_ok(),
+        "lag of {name} stayed {last:?}, expected {want}"
+    );
+}
+
 /// The next delivery; fails the test on a stream error, end or timeout.
 pub async fn recv(stream: &mut DeliveryStream) -> Delivery {
     match within("a delivery", stream.next()).await {
@@ -226,7 +247,8 @@ macro_rules! runtime_conformance {
         $crate::__conformance_tests!($factory, observability, observability_conformance:
             trace_context_crosses_the_broker,
             metrics_count_every_outcome,
-            health_reports_activity
+            health_reports_activity,
+            lag_counts_waiting_messages
         );
     };
 }

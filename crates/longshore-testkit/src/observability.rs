@@ -210,6 +210,60 @@ pub async fn health_reports_activity(f: &impl BrokerFactory) {
     );
     assert!(health.last_ack.is_some(), "last ack recorded: {health:?}");
     assert_eq!(health.backend, publisher.capabilities().backend);
+
+    drop(stream);
+    publisher.close().await.expect("close");
+    subscriber.close().await.expect("close");
+    for (health, what) in [
+        (publisher.health().await, "publisher"),
+        (subscriber.health().await, "subscriber"),
+    ] {
+        assert!(
+            !health.is_ready(),
+            "a closed {what} is not ready: {health:?}"
+        );
+        let detail = health.detail.unwrap_or_default();
+        assert!(
+            detail.contains("closed"),
+            "the {what}'s detail says why: {detail}"
+        );
+    }
+}
+
+/// `lag()` counts the messages waiting for a subscription and drops to zero once they are
+/// acknowledged; an unknown subscription is an error. Backends that cannot tell answer `None`.
+pub async fn lag_counts_waiting_messages(f: &impl BrokerFactory) {
+    let n = Names::new();
+    let (publisher, subscriber) = (f.publisher().await, f.subscriber().await);
+    let topic = n.topic("lag");
+    let sub = Subscription::new(n.sub("lag"), [topic.clone()]);
+    subscriber.ensure_subscription(&sub).await.expect("ensure");
+    if subscriber.lag(&sub.name).await.expect("lag").is_none() {
+        println!("not applicable: this backend does not report lag");
+        return;
+    }
+    // One by one: some Kafka-protocol brokers report batch watermarks loosely.
+    for i in 0..5 {
+        publisher
+            .publish(&topic, crate::message(i))
+            .await
+            .expect("publish");
+    }
+    crate::lag_reaches(subscriber.as_ref(), &sub.name, 5).await;
+    let mut stream = subscriber.subscribe(&sub).await.expect("subscribe");
+    crate::drain_ids(&mut stream, 5).await;
+    crate::lag_reaches(subscriber.as_ref(), &sub.name, 0).await;
+    let unknown = subscriber.lag(&n.sub("nobody")).await;
+    assert!(
+        matches!(
+            unknown,
+            Err(longshore_core::Error::InvalidName {
+                kind: "subscription",
+                ..
+            })
+        ),
+        "lag of an unknown subscription is InvalidName: {unknown:?}"
+    );
 }
 
 /// The outbox relay reports its backlog and what it relayed; a catch-up subscription reports

@@ -1,6 +1,8 @@
 //! The same order flow on every compiled-in backend, chosen only by URL, with the same
 //! observable outcome: handled events, dead letters, store contents.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -143,14 +145,6 @@ fn expected() -> Outcome {
     }
 }
 
-#[allow(dead_code)] // only the feature-gated backends read their URL from the environment
-fn env_or(key: &str, default: &str) -> String {
-    std::env::var(key)
-        .ok()
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| default.to_string())
-}
-
 #[tokio::test]
 async fn cross_broker_memory() {
     assert_eq!(order_flow("memory://").await, Some(expected()));
@@ -159,7 +153,7 @@ async fn cross_broker_memory() {
 #[cfg(feature = "rabbitmq")]
 #[tokio::test]
 async fn cross_broker_rabbitmq() {
-    let url = env_or("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f");
+    let url = common::amqp_url();
     if let Some(outcome) = order_flow(&url).await {
         assert_eq!(outcome, expected());
     }
@@ -168,7 +162,7 @@ async fn cross_broker_rabbitmq() {
 #[cfg(feature = "nats")]
 #[tokio::test]
 async fn cross_broker_nats() {
-    let url = env_or("NATS_URL", "nats://127.0.0.1:4222");
+    let url = common::nats_url();
     if let Some(outcome) = order_flow(&url).await {
         assert_eq!(outcome, expected());
     }
@@ -177,7 +171,7 @@ async fn cross_broker_nats() {
 #[cfg(feature = "postgres")]
 #[tokio::test]
 async fn cross_broker_postgres() {
-    let url = env_or("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test");
+    let url = common::postgres_url();
     if let Some(outcome) = order_flow(&url).await {
         assert_eq!(outcome, expected());
     }
@@ -186,12 +180,7 @@ async fn cross_broker_postgres() {
 #[cfg(feature = "kafka")]
 #[tokio::test]
 async fn cross_broker_kafka() {
-    let brokers = env_or("KAFKA_BROKERS", "127.0.0.1:9092");
-    let url = if brokers.contains("://") {
-        brokers
-    } else {
-        format!("kafka://{brokers}")
-    };
+    let url = common::kafka_url();
     if let Some(outcome) = order_flow(&url).await {
         assert_eq!(outcome, expected());
     }

@@ -9,6 +9,8 @@
 //! runs also get their own RabbitMQ exchange and Postgres schema (dropped afterwards), so
 //! their outbox relays and `events.#` projections never meet another run's rows.
 
+mod common;
+
 #[allow(dead_code)]
 #[path = "../examples/event_sourced_orders.rs"]
 mod event_sourced_orders;
@@ -23,14 +25,6 @@ use longshore::Config;
 
 fn run_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..10].to_string()
-}
-
-#[allow(dead_code)]
-fn env_or(key: &str, default: &str) -> String {
-    std::env::var(key)
-        .ok()
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| default.to_string())
 }
 
 /// Whether the backend at `url` answers (else skipped, or a failure under CI).
@@ -212,7 +206,7 @@ async fn dlq_replay_memory_all_and_filter() {
 
 #[cfg(feature = "rabbitmq")]
 fn amqp_url() -> String {
-    env_or("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")
+    common::amqp_url()
 }
 
 /// A RabbitMQ URL with an exchange of its own, so the run's `events.#` queue never collects
@@ -244,7 +238,7 @@ async fn dlq_replay_existing_rabbitmq() {
 
 #[cfg(feature = "nats")]
 fn nats_url() -> String {
-    env_or("NATS_URL", "nats://127.0.0.1:4222")
+    common::nats_url()
 }
 
 #[cfg(feature = "nats")]
@@ -268,31 +262,21 @@ async fn dlq_replay_existing_nats() {
 }
 
 #[cfg(feature = "kafka")]
-fn kafka_url() -> String {
-    let brokers = env_or("KAFKA_BROKERS", "127.0.0.1:9092");
-    if brokers.contains("://") {
-        brokers
-    } else {
-        format!("kafka://{brokers}")
-    }
-}
-
-#[cfg(feature = "kafka")]
 #[tokio::test]
 async fn event_sourced_orders_kafka() {
-    event_sourced(Config::new(kafka_url())).await;
+    event_sourced(Config::new(common::kafka_url())).await;
 }
 
 #[cfg(feature = "kafka")]
 #[tokio::test]
 async fn dlq_replay_kafka() {
-    dlq_default(&kafka_url()).await;
+    dlq_default(&common::kafka_url()).await;
 }
 
 #[cfg(feature = "kafka")]
 #[tokio::test]
 async fn dlq_replay_existing_kafka() {
-    dlq_keep_then_existing(&kafka_url()).await;
+    dlq_keep_then_existing(&common::kafka_url()).await;
 }
 
 #[cfg(feature = "postgres")]
@@ -300,7 +284,7 @@ mod pg {
     use super::*;
 
     pub fn url() -> String {
-        env_or("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
+        common::postgres_url()
     }
 
     /// A schema of its own for one run (the outbox relay takes every pending row of its

@@ -2,7 +2,7 @@
 //! metric `docs/alerts.yml` uses exists: the documentation cannot drift from the code.
 //! Regenerate the table with `LONGSHORE_UPDATE_README=1 cargo test --test observability_docs`.
 
-mod generated;
+mod common;
 
 use longshore::observe::names;
 
@@ -21,7 +21,7 @@ fn readme_metric_table_matches_the_code() {
         "{BEGIN}\n| metric | kind | labels | meaning |\n| --- | --- | --- | --- |\n{}\n{END}",
         rows.join("\n")
     );
-    generated::check_readme_section(BEGIN, END, &table, "metric table");
+    common::check_readme_section(BEGIN, END, &table, "metric table");
 }
 
 #[test]

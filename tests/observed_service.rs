@@ -5,6 +5,8 @@
 //! this checkout's code. One HTTP/1.1 GET is written by hand to avoid an HTTP client
 //! dependency for two requests.
 
+mod common;
+
 #[allow(dead_code)]
 #[path = "../examples/observed_service.rs"]
 mod observed_service;
@@ -101,14 +103,6 @@ async fn serves_metrics_and_health(url: &str) {
     assert_eq!((stats.acked, stats.dead_lettered), (ORDERS, 0));
 }
 
-#[allow(dead_code)] // only the feature-gated backends read their URL from the environment
-fn env_or(key: &str, default: &str) -> String {
-    std::env::var(key)
-        .ok()
-        .filter(|v| !v.is_empty())
-        .unwrap_or_else(|| default.to_string())
-}
-
 #[tokio::test]
 async fn observed_service_memory() {
     serves_metrics_and_health("memory://").await;
@@ -117,33 +111,24 @@ async fn observed_service_memory() {
 #[cfg(feature = "rabbitmq")]
 #[tokio::test]
 async fn observed_service_rabbitmq() {
-    serves_metrics_and_health(&env_or("AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/%2f")).await;
+    serves_metrics_and_health(&common::amqp_url()).await;
 }
 
 #[cfg(feature = "nats")]
 #[tokio::test]
 async fn observed_service_nats() {
-    serves_metrics_and_health(&env_or("NATS_URL", "nats://127.0.0.1:4222")).await;
+    serves_metrics_and_health(&common::nats_url()).await;
 }
 
 #[cfg(feature = "postgres")]
 #[tokio::test]
 async fn observed_service_postgres() {
-    serves_metrics_and_health(&env_or(
-        "DATABASE_URL",
-        "postgres://postgres@127.0.0.1:5432/test",
-    ))
-    .await;
+    serves_metrics_and_health(&common::postgres_url()).await;
 }
 
 #[cfg(feature = "kafka")]
 #[tokio::test]
 async fn observed_service_kafka() {
-    let brokers = env_or("KAFKA_BROKERS", "127.0.0.1:9092");
-    let url = if brokers.contains("://") {
-        brokers
-    } else {
-        format!("kafka://{brokers}")
-    };
+    let url = common::kafka_url();
     serves_metrics_and_health(&url).await;
 }

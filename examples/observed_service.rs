@@ -1,10 +1,12 @@
-//! A service that can be watched: Prometheus metrics on `/metrics`, readiness on `/health`,
+//! A service that can be watched: Prometheus metrics on `/metrics`, readiness on `/health`
+//! and `/ready` (broker, store and the order consumer, served by `Longshore::serve_health`),
 //! and logs whose spans carry the trace id from publisher to consumer.
 //!
 //! Runs on the embedded in-memory backend by default, serving on 127.0.0.1:9464:
 //!     cargo run --example observed_service
 //!     curl -s 127.0.0.1:9464/metrics | grep longshore_
 //!     curl -s 127.0.0.1:9464/health
+//!     curl -s 127.0.0.1:9464/ready
 //! Any backend by URL (with its feature compiled in), any address:
 //!     LONGSHORE_URL=nats://127.0.0.1:4222 LONGSHORE_HTTP=127.0.0.1:9000 \
 //!         cargo run --features full --example observed_service
@@ -14,16 +16,11 @@ use std::net::SocketAddr;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::routing::get;
-use axum::{Json, Router};
-use longshore::observe::{names, Health};
+use longshore::observe::{names, TraceContext};
 use longshore::prelude::*;
-use longshore::{ConsumerHandle, ConsumerStats};
+use longshore::{ConsumerHandle, ConsumerStats, HealthServer};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use serde::{Deserialize, Serialize};
-use tokio::net::TcpListener;
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -45,7 +42,7 @@ pub struct Service {
     /// The topic orders are published to.
     pub topic: String,
     consumer: ConsumerHandle,
-    server: tokio::task::JoinHandle<()>,
+    server: HealthServer,
 }
 
 impl Service {
@@ -57,7 +54,7 @@ impl Service {
     /// Stops consuming (letting handlers finish) and stops serving.
     pub async fn stop(self) -> ConsumerStats {
         let stats = self.consumer.shutdown(Duration::from_secs(10)).await;
-        self.server.abort();
+        self.server.shutdown().await;
         stats
     }
 }
@@ -81,13 +78,15 @@ pub fn prometheus() -> Result<PrometheusHandle, BoxError> {
     if metrics::set_global_recorder(recorder).is_err() {
         return Err("another metrics recorder is already installed".into());
     }
+    // `serve_health` renders this recorder on /metrics.
+    longshore::use_prometheus(handle.clone());
     Ok(HANDLE.get_or_init(|| handle).clone())
 }
 
-/// Connects by `config`, starts the order consumer and serves `/metrics` and `/health` on
-/// `addr` (port 0 picks a free one).
+/// Connects by `config`, starts the order consumer and serves `/metrics`, `/health` and
+/// `/ready` on `addr` (port 0 picks a free one).
 pub async fn start(config: &longshore::Config, addr: SocketAddr) -> Result<Service, BoxError> {
-    let prometheus = prometheus()?;
+    prometheus()?;
     let ls = longshore::connect_with(config).await?;
     let run = uuid::Uuid::new_v4().simple().to_string()[..8].to_string();
     let topic = format!("shop{run}.orders.placed");
@@ -103,17 +102,10 @@ pub async fn start(config: &longshore::Config, addr: SocketAddr) -> Result<Servi
     .lag_interval(Some(Duration::from_secs(5)))
     .start()
     .await?;
-    let listener = TcpListener::bind(addr).await?;
-    let addr = listener.local_addr()?;
-    let app = Router::new()
-        .route("/metrics", get(render_metrics))
-        .route("/health", get(health))
-        .with_state((prometheus, ls.clone()));
-    let server = tokio::spawn(async move {
-        if let Err(e) = axum::serve(listener, app).await {
-            tracing::error!(error = %e, "HTTP server stopped");
-        }
-    });
+    // The consumer is part of the service's health: not ready if it stops or its breaker opens.
+    ls.watch_consumer("orders", &consumer);
+    let server = ls.serve_health(addr).await?;
+    let addr = server.local_addr();
     Ok(Service {
         addr,
         ls,
@@ -123,24 +115,6 @@ pub async fn start(config: &longshore::Config, addr: SocketAddr) -> Result<Servi
     })
 }
 
-type AppState = (PrometheusHandle, longshore::Longshore);
-
-async fn render_metrics(State((prometheus, _)): State<AppState>) -> String {
-    prometheus.render()
-}
-
-/// 200 with the health as JSON when ready, 503 otherwise: what a load balancer or a
-/// Kubernetes readiness probe wants.
-async fn health(State((_, ls)): State<AppState>) -> (StatusCode, Json<Health>) {
-    let health = ls.health().await;
-    let status = if health.is_ready() {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
-    };
-    (status, Json(health))
-}
-
 /// Publishes order `n` to the service's topic.
 pub async fn place_order(service: &Service, n: u64) -> Result<(), BoxError> {
     let event = Event::from_typed(&OrderPlaced {
@@ -148,7 +122,7 @@ pub async fn place_order(service: &Service, n: u64) -> Result<(), BoxError> {
         total_cents: 100 * n,
     })?;
     // A new trace per order; the consumer's `longshore.handle` span continues it.
-    let trace = longshore::TraceContext::new_root();
+    let trace = TraceContext::new_root();
     tracing::info!(order_id = %format!("o-{n}"), trace_id = %trace.trace_id_hex(), "placing order");
     trace
         .scope(EventPublisher::new(service.ls.publisher.clone()).publish_to(&service.topic, &event))
@@ -158,11 +132,13 @@ pub async fn place_order(service: &Service, n: u64) -> Result<(), BoxError> {
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
+    // RUST_LOG as written, but with the broker clients' wire tracing capped at debug:
+    // lapin's trace level prints connection frames, credentials included.
+    let directives = std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into());
     tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,longshore=info".into()),
-        )
+        .with_env_filter(tracing_subscriber::EnvFilter::try_new(
+            longshore::observe::log_directives(&directives),
+        )?)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
         .init();
     let addr: SocketAddr = std::env::var("LONGSHORE_HTTP")

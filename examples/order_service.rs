@@ -4,6 +4,9 @@
 //!     cargo run --example order_service
 //! Any other backend is a URL away (with its feature compiled in):
 //!     LONGSHORE_URL=amqp://guest:guest@127.0.0.1:5672/%2f cargo run --features full --example order_service
+//! On SQLite the store is a file that outlives the process (run it twice: both runs' events
+//! are there):
+//!     LONGSHORE_URL=sqlite://orders.db cargo run --features sqlite --example order_service
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
@@ -35,8 +38,12 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let config = longshore::Config::from_env();
-    let ls = longshore::connect_with(&config).await?;
+    run(&longshore::Config::from_env()).await
+}
+
+/// The whole demo on `config`'s backend; `Err` unless the outcome is the expected one.
+pub async fn run(config: &longshore::Config) -> Result<(), BoxError> {
+    let ls = longshore::connect_with(config).await?;
     println!("backend: {} ({})", ls.backend, ls.url());
 
     // Unique names per run, so runs against a real broker never see each other's leftovers.
@@ -157,15 +164,9 @@ async fn main() -> Result<(), BoxError> {
     println!(
         "dead letter: {} reason={:?} topic={:?} attempts={:?}",
         dead.message.id,
-        dead.message
-            .headers
-            .get(longshore::subscriber::HEADER_DLQ_REASON),
-        dead.message
-            .headers
-            .get(longshore::subscriber::HEADER_DLQ_TOPIC),
-        dead.message
-            .headers
-            .get(longshore::subscriber::HEADER_DLQ_ATTEMPTS),
+        dead.message.headers.get(longshore::HEADER_DLQ_REASON),
+        dead.message.headers.get(longshore::HEADER_DLQ_TOPIC),
+        dead.message.headers.get(longshore::HEADER_DLQ_ATTEMPTS),
     );
     dead.ack().await?;
 

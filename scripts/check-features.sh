@@ -18,14 +18,15 @@ fail() {
 
 # ---- 1. feature fan-out ----------------------------------------------------------------------
 # The client crate behind each adapter feature, and (regex) the crates of its family.
-declare -A client=([rabbitmq]=lapin [kafka]=rdkafka [nats]=async-nats [postgres]=sqlx)
+declare -A client=([rabbitmq]=lapin [kafka]=rdkafka [nats]=async-nats [postgres]=sqlx-postgres [sqlite]=sqlx-sqlite)
 declare -A family=(
   [rabbitmq]='^(lapin|amq-protocol.*)$'
   [kafka]='^(rdkafka|rdkafka-sys)$'
   [nats]='^async-nats$'
-  [postgres]='^sqlx(-.*)?$'
+  [postgres]='^sqlx-postgres$'
+  [sqlite]='^(sqlx-sqlite|libsqlite3-sys)$'
 )
-adapters=(rabbitmq kafka nats postgres)
+adapters=(rabbitmq kafka nats postgres sqlite)
 
 # Prints the names of the adapter client crates in the normal-dependency tree of `longshore`
 # built with the given cargo feature arguments (or, failing, cargo's error).
@@ -70,7 +71,9 @@ for a in "${adapters[@]}"; do
   check "--no-default-features --features $a" "${client[$a]}" --no-default-features --features "$a"
   check "--features $a (with the default)" "${client[$a]}" --features "$a"
 done
-check "--features full" "lapin rdkafka async-nats sqlx" --features full
+check "--features full" "lapin rdkafka async-nats sqlx-postgres sqlx-sqlite" --features full
+# The test harness adds no broker client of its own.
+check "--no-default-features --features testing" "" --no-default-features --features testing
 
 # ---- 2. docker-compose.yml -------------------------------------------------------------------
 compose_file=${CHECK_COMPOSE_FILE:-docker-compose.yml}

@@ -46,6 +46,7 @@ ensure kafka 9092 kafka_up
 # Python peers for the wire-compatibility tests (the seed's services use aio_pika).
 if [ "$mode" != status ]; then
   bash scripts/rabbitmq-python-interop.sh || failed+=("python interop dependencies (aio_pika)")
+  bash scripts/python-jsonschema.sh || failed+=("python jsonschema (the AsyncAPI schema check)")
 fi
 
 if [ ${#failed[@]} -gt 0 ]; then

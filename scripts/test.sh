@@ -6,6 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/services.sh
+# Queues earlier runs left on the shared RabbitMQ (each test declares its own, uniquely named).
+bash scripts/rabbitmq-broker.sh clean >/dev/null
 # Tuning for the local Kafka-protocol broker when this project started it (faster group joins);
 # prints nothing for any other broker.
 eval "$(bash scripts/kafka-broker.sh env)"

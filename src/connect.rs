@@ -1,20 +1,21 @@
-//! `connect(url)`: one call, any backend compiled in.
+//! `connect(url)`: one call, any backend compiled in, dispatched through the driver table.
 
 use std::sync::Arc;
 
-use longshore_core::memory::{MemoryBroker, MemoryInbox, MemoryStore};
-use longshore_core::observe::{observe_publisher, observe_subscriber, Health};
+use longshore_core::memory::MemoryInbox;
+use longshore_core::observe::{observe_publisher, observe_subscriber};
 use longshore_core::url::redact_url;
-use longshore_core::{EventStore, Inbox, Outbox, Publisher, Subscriber};
+use longshore_core::{Broker, EventStore, Inbox, Outbox, Publisher, Stores, Subscriber};
 
 use crate::config::Config;
+use crate::drivers;
 
 /// Why [`connect`] failed.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConnectError {
     /// The URL's scheme is not one longshore knows.
-    #[error("unknown scheme in {url}: expected memory://, amqp://, amqps://, kafka://, nats:// or postgres://")]
+    #[error("unknown scheme in {url}: expected memory://, amqp://, amqps://, kafka://, nats://, postgres:// or sqlite://")]
     UnknownScheme {
         /// The URL, redacted.
         url: String,
@@ -34,20 +35,36 @@ pub enum ConnectError {
 
 /// Handles on one backend, as trait objects, so service code never names a broker.
 ///
+/// | handle | what | shape |
+/// | --- | --- | --- |
+/// | [`publisher`](Longshore::publisher) | publishes messages / events | field, always there |
+/// | [`subscriber`](Longshore::subscriber) | opens subscriptions for [`Consumer`](crate::Consumer)s | field, always there |
+/// | [`store()`](Longshore::store) | the event store (aggregates, `read_all`, catch-up) | `Result`: an error names what to set |
+/// | [`outbox()`](Longshore::outbox) | rows the store's appends wrote, for an [`OutboxRelay`](crate::OutboxRelay) | `Result`: an error names what to set |
+/// | [`inbox()`](Longshore::inbox) | message ids already handled, for idempotent consumers | `Result`; always `Ok` today (in memory where the backend keeps none) |
+/// | [`broker()`](Longshore::broker) | the broker handle behind them | reference |
+/// | [`health()`](Longshore::health) | broker, store and every watched consumer and relay | async |
+/// | [`watch_consumer`](Longshore::watch_consumer), [`spawn_relay`](Longshore::spawn_relay), [`watch_relay`](Longshore::watch_relay) | add a consumer or relay to `health()` | `spawn_relay` is a `Result` like `outbox()` |
+///
+/// The three optional parts answer alike, `Result<Arc<dyn _>, Error>`, so a service that
+/// needs one writes `ls.store()?` and gets `Error::Config` naming the URL to set where the
+/// backend has none.
+///
 /// The publisher and subscriber are observed (see `longshore::observe`): spans, W3C trace
 /// context in headers, and metrics, with the same names on every backend.
 #[derive(Clone)]
 pub struct Longshore {
-    /// Backend name ("memory", "rabbitmq", "kafka", "nats", "postgres").
+    /// Backend name ("memory", "rabbitmq", "kafka", "nats", "postgres", "sqlite").
     pub backend: &'static str,
     /// Publishes messages.
     pub publisher: Arc<dyn Publisher>,
     /// Opens consumers.
     pub subscriber: Arc<dyn Subscriber>,
-    store: Option<Arc<dyn EventStore>>,
-    outbox: Option<Arc<dyn Outbox>>,
+    broker: Arc<dyn Broker>,
+    stores: Option<Stores>,
     inbox: Arc<dyn Inbox>,
     url: String,
+    pub(crate) watched: Arc<crate::watched::Watched>,
 }
 
 impl std::fmt::Debug for Longshore {
@@ -55,7 +72,7 @@ impl std::fmt::Debug for Longshore {
         f.debug_struct("Longshore")
             .field("backend", &self.backend)
             .field("url", &self.url)
-            .field("store", &self.store.is_some())
+            .field("store", &self.stores.is_some())
             .finish()
     }
 }
@@ -63,23 +80,42 @@ impl std::fmt::Debug for Longshore {
 impl Longshore {
     /// The event store, or a configuration error naming what to set.
     pub fn store(&self) -> Result<Arc<dyn EventStore>, longshore_core::Error> {
-        self.store.clone().ok_or_else(|| {
-            longshore_core::Error::Config(format!(
-                "{} has no event store: set {} (e.g. postgres://…) or use memory://",
-                self.url,
-                crate::config::ENV_STORE_URL
-            ))
-        })
+        self.stores
+            .as_ref()
+            .map(|s| s.store.clone())
+            .ok_or_else(|| {
+                longshore_core::Error::Config(format!(
+                    "{} has no event store: set {} (e.g. postgres://…) or use memory://",
+                    self.url,
+                    crate::config::ENV_STORE_URL
+                ))
+            })
     }
 
-    /// The store's outbox (filled in the same transaction as appends), if it has one.
-    pub fn outbox(&self) -> Option<Arc<dyn Outbox>> {
-        self.outbox.clone()
+    /// The store's outbox (filled in the same transaction as appends), or a configuration
+    /// error naming what to set.
+    pub fn outbox(&self) -> Result<Arc<dyn Outbox>, longshore_core::Error> {
+        self.stores
+            .as_ref()
+            .map(|s| s.outbox.clone())
+            .ok_or_else(|| {
+                longshore_core::Error::Config(format!(
+                    "{} has no event store and so no outbox: set {} (e.g. postgres://…) or use memory://",
+                    self.url,
+                    crate::config::ENV_STORE_URL
+                ))
+            })
     }
 
-    /// An inbox for idempotent consumers (the store's where it has one, else in-memory).
-    pub fn inbox(&self) -> Arc<dyn Inbox> {
-        self.inbox.clone()
+    /// An inbox for idempotent consumers: the store's where it has one, else in memory (so
+    /// always `Ok` today; a `Result` like [`Longshore::store`] and [`Longshore::outbox`]).
+    pub fn inbox(&self) -> Result<Arc<dyn Inbox>, longshore_core::Error> {
+        Ok(self.inbox.clone())
+    }
+
+    /// The broker handle behind the publisher and subscriber.
+    pub fn broker(&self) -> &Arc<dyn Broker> {
+        &self.broker
     }
 
     /// The backend URL, redacted.
@@ -87,11 +123,14 @@ impl Longshore {
         &self.url
     }
 
-    /// The backend's health as the publisher and the subscriber see it: ready only if both
-    /// are connected with their topology declared; last confirmed publish and last ack.
-    pub async fn health(&self) -> Health {
-        let publisher = self.publisher.health().await;
-        publisher.and(self.subscriber.health().await)
+    /// The stores, for `health.rs`.
+    pub(crate) fn stores_part(&self) -> Option<&Stores> {
+        self.stores.as_ref()
+    }
+
+    /// Closes the backend connection; every handle made from it fails afterwards.
+    pub async fn close(&self) -> Result<(), longshore_core::Error> {
+        self.broker.close().await
     }
 }
 
@@ -100,185 +139,67 @@ pub async fn connect(url: &str) -> Result<Longshore, ConnectError> {
     connect_with(&Config::new(url)).await
 }
 
-/// Connects with a full [`Config`].
+/// Connects with a full [`Config`]: the broker at `url`, and the event store of the backend
+/// at `store_url` when it is set (else the broker's own store, where it has one).
 pub async fn connect_with(config: &Config) -> Result<Longshore, ConnectError> {
-    let mut handles = connect_broker(&config.url).await?;
-    if let Some(store_url) = &config.store_url {
-        let (store, outbox, inbox) = connect_store(store_url).await?;
-        handles.store = Some(store);
-        handles.outbox = outbox;
-        if let Some(inbox) = inbox {
-            handles.inbox = inbox;
-        }
+    // `?codec=` / `?ce_source=` are longshore's, not the adapter's: taken out here.
+    let (broker_url, codec) = longshore_core::cloudevents::codec_from_url(&config.url)?;
+    // A named service keeps its store (events, outbox, inbox) in a Postgres schema of its
+    // own, so no other service's relay claims its rows; the broker side (a postgres:// queue)
+    // stays where the URL says, since that is where services meet.
+    let service = config.service.as_deref();
+    let store_url = config.store_url.as_deref().unwrap_or(&broker_url);
+    crate::config::warn_if_shared(store_url, service);
+    let own_store = crate::config::with_service_schema(store_url, service);
+    let broker = open(&broker_url).await?;
+    let mut stores = broker.stores();
+    if config.store_url.is_some() || own_store != broker_url {
+        let store_url = &own_store;
+        let store_backend = open(store_url).await?;
+        stores = Some(store_backend.stores().ok_or_else(|| {
+            longshore_core::Error::Config(format!(
+                "{} has no event store: use postgres:// or memory:// as the store URL",
+                redact_url(store_url)
+            ))
+        })?);
     }
-    Ok(handles)
-}
-
-fn scheme(url: &str) -> Result<&str, ConnectError> {
-    url.split_once("://")
-        .map(|(s, _)| s)
-        .ok_or_else(|| ConnectError::UnknownScheme {
-            url: redact_url(url),
-        })
-}
-
-fn memory() -> Longshore {
-    let broker = MemoryBroker::default();
-    let store = MemoryStore::with_outbox();
-    Longshore {
-        backend: "memory",
-        publisher: observe_publisher(Arc::new(broker.publisher())),
-        subscriber: observe_subscriber(Arc::new(broker.subscriber())),
-        store: Some(Arc::new(store.clone())),
-        outbox: Some(Arc::new(store)),
-        inbox: Arc::new(MemoryInbox::default()),
-        url: "memory://".to_string(),
+    let inbox = match &stores {
+        Some(s) => s.inbox.clone(),
+        None => Arc::new(MemoryInbox::default()),
+    };
+    let mut publisher = observe_publisher(broker.publisher());
+    if let Some(codec) = codec {
+        let codec = codec.for_backend(broker.backend());
+        publisher = Arc::new(crate::codec::CodecPublisher {
+            inner: publisher,
+            codec: Arc::new(codec),
+        });
     }
-}
-
-/// Handles for a broker without an event store of its own.
-#[allow(dead_code)]
-fn broker_only(
-    backend: &'static str,
-    url: &str,
-    publisher: Arc<dyn Publisher>,
-    subscriber: Arc<dyn Subscriber>,
-) -> Longshore {
-    Longshore {
-        backend,
-        publisher: observe_publisher(publisher),
-        subscriber: observe_subscriber(subscriber),
-        store: None,
-        outbox: None,
-        inbox: Arc::new(MemoryInbox::default()),
-        url: redact_url(url),
-    }
-}
-
-async fn connect_broker(url: &str) -> Result<Longshore, ConnectError> {
-    let scheme = scheme(url)?.to_ascii_lowercase();
-    match scheme.as_str() {
-        "memory" => Ok(memory()),
-        "amqp" | "amqps" => rabbitmq(url).await,
-        "kafka" => kafka(url).await,
-        "nats" | "tls" => nats(url).await,
-        "postgres" | "postgresql" => postgres(url).await,
-        _ => Err(ConnectError::UnknownScheme {
-            url: redact_url(url),
-        }),
-    }
-}
-
-#[cfg(feature = "rabbitmq")]
-async fn rabbitmq(url: &str) -> Result<Longshore, ConnectError> {
-    let broker = longshore_rabbitmq::RabbitBroker::connect_url(url).await?;
-    Ok(broker_only(
-        "rabbitmq",
-        url,
-        Arc::new(broker.publisher()),
-        Arc::new(broker.subscriber()),
-    ))
-}
-
-#[cfg(not(feature = "rabbitmq"))]
-async fn rabbitmq(url: &str) -> Result<Longshore, ConnectError> {
-    disabled(scheme(url)?, "rabbitmq")
-}
-
-#[cfg(feature = "kafka")]
-async fn kafka(url: &str) -> Result<Longshore, ConnectError> {
-    let broker = longshore_kafka::KafkaBroker::connect_url(url).await?;
-    Ok(broker_only(
-        "kafka",
-        url,
-        Arc::new(broker.publisher()),
-        Arc::new(broker.subscriber()),
-    ))
-}
-
-#[cfg(not(feature = "kafka"))]
-async fn kafka(url: &str) -> Result<Longshore, ConnectError> {
-    disabled(scheme(url)?, "kafka")
-}
-
-#[cfg(feature = "nats")]
-async fn nats(url: &str) -> Result<Longshore, ConnectError> {
-    let broker = longshore_nats::NatsBroker::connect_url(url).await?;
-    Ok(broker_only(
-        "nats",
-        url,
-        Arc::new(broker.publisher()),
-        Arc::new(broker.subscriber()),
-    ))
-}
-
-#[cfg(not(feature = "nats"))]
-async fn nats(url: &str) -> Result<Longshore, ConnectError> {
-    disabled(scheme(url)?, "nats")
-}
-
-#[cfg(feature = "postgres")]
-async fn postgres(url: &str) -> Result<Longshore, ConnectError> {
-    let config = longshore_postgres::PgConfig::from_url(url)?;
-    let broker = longshore_postgres::PgBroker::connect(config.clone()).await?;
-    let store = longshore_postgres::PgStore::connect(config).await?;
-    let mut handles = broker_only(
-        "postgres",
-        url,
-        Arc::new(broker.publisher()),
-        Arc::new(broker.subscriber()),
-    );
-    handles.inbox = Arc::new(store.inbox());
-    handles.outbox = Some(Arc::new(store.clone()));
-    handles.store = Some(Arc::new(store));
-    Ok(handles)
-}
-
-#[cfg(not(feature = "postgres"))]
-async fn postgres(url: &str) -> Result<Longshore, ConnectError> {
-    disabled(scheme(url)?, "postgres")
-}
-
-type StoreHandles = (
-    Arc<dyn EventStore>,
-    Option<Arc<dyn Outbox>>,
-    Option<Arc<dyn Inbox>>,
-);
-
-async fn connect_store(url: &str) -> Result<StoreHandles, ConnectError> {
-    let scheme = scheme(url)?.to_ascii_lowercase();
-    match scheme.as_str() {
-        "memory" => {
-            let store = MemoryStore::with_outbox();
-            Ok((Arc::new(store.clone()), Some(Arc::new(store)), None))
-        }
-        "postgres" | "postgresql" => postgres_store(url).await,
-        _ => Err(ConnectError::UnknownScheme {
-            url: redact_url(url),
-        }),
-    }
-}
-
-#[cfg(feature = "postgres")]
-async fn postgres_store(url: &str) -> Result<StoreHandles, ConnectError> {
-    let config = longshore_postgres::PgConfig::from_url(url)?;
-    let store = longshore_postgres::PgStore::connect(config).await?;
-    Ok((
-        Arc::new(store.clone()),
-        Some(Arc::new(store.clone())),
-        Some(Arc::new(store.inbox())),
-    ))
-}
-
-#[cfg(not(feature = "postgres"))]
-async fn postgres_store(url: &str) -> Result<StoreHandles, ConnectError> {
-    disabled(scheme(url)?, "postgres")
-}
-
-#[allow(dead_code)]
-fn disabled<T>(scheme: &str, feature: &'static str) -> Result<T, ConnectError> {
-    Err(ConnectError::FeatureDisabled {
-        scheme: scheme.to_string(),
-        feature,
+    Ok(Longshore {
+        backend: broker.backend(),
+        publisher,
+        subscriber: observe_subscriber(broker.subscriber()),
+        broker,
+        stores,
+        inbox,
+        url: redact_url(&config.url),
+        watched: crate::watched::watched(),
     })
+}
+
+/// Opens `url` with the driver the table has for its scheme.
+async fn open(url: &str) -> Result<Arc<dyn Broker>, ConnectError> {
+    let unknown = || ConnectError::UnknownScheme {
+        url: redact_url(url),
+    };
+    let (scheme, _) = url.split_once("://").ok_or_else(unknown)?;
+    let row = drivers::table()
+        .into_iter()
+        .find(|row| row.schemes.iter().any(|s| s.eq_ignore_ascii_case(scheme)))
+        .ok_or_else(unknown)?;
+    let driver = row.driver.ok_or_else(|| ConnectError::FeatureDisabled {
+        scheme: scheme.to_string(),
+        feature: row.feature,
+    })?;
+    Ok((driver.connect)(url.to_string()).await?)
 }

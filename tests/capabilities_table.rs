@@ -16,6 +16,7 @@ fn urls() -> Vec<String> {
         common::kafka_url(),
         common::nats_url(),
         common::postgres_url(),
+        common::sqlite_url(),
     ]
 }
 

@@ -7,7 +7,8 @@ async fn memory_is_the_default_and_has_every_handle() {
     let ls = connect_with(&Config::default()).await.expect("memory");
     assert_eq!(ls.backend, "memory");
     assert!(ls.store().is_ok());
-    assert!(ls.outbox().is_some());
+    assert!(ls.outbox().is_ok());
+    assert!(ls.inbox().is_ok());
     assert_eq!(ls.publisher.capabilities().backend, "memory");
 }
 

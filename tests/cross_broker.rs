@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use longshore::prelude::*;
-use longshore::subscriber::{HEADER_DLQ_ATTEMPTS, HEADER_DLQ_TOPIC};
+use longshore::{HEADER_DLQ_ATTEMPTS, HEADER_DLQ_TOPIC};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -175,6 +175,13 @@ async fn cross_broker_postgres() {
     if let Some(outcome) = order_flow(&url).await {
         assert_eq!(outcome, expected());
     }
+}
+
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn cross_broker_sqlite() {
+    let url = common::sqlite_url();
+    assert_eq!(order_flow(&url).await, Some(expected()));
 }
 
 #[cfg(feature = "kafka")]

@@ -12,11 +12,11 @@
 mod common;
 
 #[allow(dead_code)]
-#[path = "../examples/event_sourced_orders.rs"]
+#[path = "../examples/event_sourced_orders/main.rs"]
 mod event_sourced_orders;
 
 #[allow(dead_code)]
-#[path = "../examples/dlq_replay.rs"]
+#[path = "../examples/dlq_replay/main.rs"]
 mod dlq_replay;
 
 use std::collections::BTreeSet;
@@ -148,9 +148,9 @@ async fn dlq_keep_then_existing(url: &str) {
     assert_eq!(body["data"]["payment_id"], "p-3");
     assert_eq!(delivery.topic, format!("{name}.payment_requested"));
     for h in [
-        longshore::subscriber::HEADER_DLQ_REASON,
-        longshore::subscriber::HEADER_DLQ_TOPIC,
-        longshore::subscriber::HEADER_DLQ_ATTEMPTS,
+        longshore::HEADER_DLQ_REASON,
+        longshore::HEADER_DLQ_TOPIC,
+        longshore::HEADER_DLQ_ATTEMPTS,
     ] {
         assert!(
             !delivery.message.headers.contains_key(h),

@@ -1,5 +1,6 @@
 //! The `observed_service` example on every compiled-in backend: it serves `/metrics` with
-//! longshore's counters for exactly the orders it handled, and `/health` as ready.
+//! longshore's counters for exactly the orders it handled, and `/health` and `/ready` as ready
+//! (broker, store, and its consumer, through `Longshore::serve_health`).
 //!
 //! The example's source is compiled into this test (its `start` function), so the test runs
 //! this checkout's code. One HTTP/1.1 GET is written by hand to avoid an HTTP client
@@ -94,10 +95,15 @@ async fn serves_metrics_and_health(url: &str) {
     let (status, body) = get(service.addr, "/health").await;
     assert_eq!(status, 200, "ready: {body}");
     let health: serde_json::Value = serde_json::from_str(&body).expect("health is JSON");
-    assert_eq!(health["backend"], backend);
-    assert_eq!(health["connected"], true);
-    assert!(health["last_publish"].is_string(), "{body}");
-    assert!(health["last_ack"].is_string(), "{body}");
+    assert_eq!(health["ready"], true, "{body}");
+    assert_eq!(health["broker"]["backend"], backend);
+    assert_eq!(health["broker"]["connected"], true);
+    assert!(health["broker"]["last_publish"].is_string(), "{body}");
+    assert!(health["broker"]["last_ack"].is_string(), "{body}");
+    assert_eq!(health["consumers"][0]["name"], "orders", "{body}");
+    assert_eq!(health["consumers"][0]["ready"], true, "{body}");
+    let (status, body) = get(service.addr, "/ready").await;
+    assert_eq!((status, body.as_str()), (200, "ready\n"));
 
     let stats = service.stop().await;
     assert_eq!((stats.acked, stats.dead_lettered), (ORDERS, 0));

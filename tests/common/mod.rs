@@ -26,6 +26,14 @@ pub fn postgres_url() -> String {
     env_or("DATABASE_URL", "postgres://postgres@127.0.0.1:5432/test")
 }
 
+/// A fresh SQLite file in the system temp dir, as a `sqlite:///…` URL (no server needed).
+pub fn sqlite_url() -> String {
+    let dir = std::env::temp_dir().join("longshore-sqlite-tests");
+    let _ = std::fs::create_dir_all(&dir);
+    let name = format!("facade-{}.db", uuid::Uuid::new_v4().simple());
+    format!("sqlite://{}", dir.join(name).display())
+}
+
 /// The Kafka cluster under test (`KAFKA_BROKERS`, a URL or a host list) as a `kafka://` URL.
 pub fn kafka_url() -> String {
     let brokers = env_or("KAFKA_BROKERS", "127.0.0.1:9092");

@@ -1,5 +1,6 @@
 //! The backends: URLs, facade connections, raw clients, and the schemas a run leaves behind.
 
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use longshore::{Config, Longshore};
@@ -10,6 +11,7 @@ use crate::raw::memory::RawMemory;
 use crate::raw::nats::RawNats;
 use crate::raw::postgres::RawPg;
 use crate::raw::rabbitmq::RawRabbit;
+use crate::raw::sqlite::RawSqlite;
 use crate::raw::RawClient;
 use crate::work::unique;
 
@@ -22,6 +24,7 @@ pub enum Backend {
     Kafka,
     Nats,
     Postgres,
+    Sqlite,
 }
 
 /// The exchange the bench publishes to (not the default one services use).
@@ -61,11 +64,12 @@ fn kafka_brokers() -> String {
 impl Backend {
     /// Memory last: its million-message scenarios leave the allocator holding memory, which
     /// would inflate every later peak RSS.
-    pub const ALL: [Backend; 5] = [
+    pub const ALL: [Backend; 6] = [
         Backend::Rabbitmq,
         Backend::Kafka,
         Backend::Nats,
         Backend::Postgres,
+        Backend::Sqlite,
         Backend::Memory,
     ];
 
@@ -76,6 +80,7 @@ impl Backend {
             Backend::Kafka => "kafka",
             Backend::Nats => "nats",
             Backend::Postgres => "postgres",
+            Backend::Sqlite => "sqlite",
         }
     }
 
@@ -91,15 +96,16 @@ impl Backend {
             Backend::Kafka => "rdkafka",
             Backend::Nats => "async-nats",
             Backend::Postgres => "sqlx",
+            Backend::Sqlite => "sqlx-sqlite",
         }
     }
 
     /// Whether the backend has an event store of its own.
     pub fn has_store(self) -> bool {
-        matches!(self, Backend::Memory | Backend::Postgres)
+        matches!(self, Backend::Memory | Backend::Postgres | Backend::Sqlite)
     }
 
-    /// The facade URL (a fresh schema for Postgres).
+    /// The facade URL (a fresh schema for Postgres; SQLite's comes from [`Env::sqlite_url`]).
     fn url(self, pg_schema: &str) -> String {
         match self {
             Backend::Memory => "memory://".into(),
@@ -110,6 +116,7 @@ impl Backend {
                 &format!("stream={NATS_STREAM}&prefix={NATS_PREFIX}&max_age=1h"),
             ),
             Backend::Postgres => pg_schema_url(pg_schema),
+            Backend::Sqlite => String::new(),
         }
     }
 }
@@ -129,23 +136,42 @@ pub struct Env {
     pg_error: Option<String>,
     /// RabbitMQ only: raw lapin sending transient messages.
     pub transient: Option<Arc<RawRabbit>>,
+    /// SQLite only: the raw client (its file also holds the raw event store's tables).
+    pub lite: Option<Arc<RawSqlite>>,
+    /// SQLite only: `synchronous=FULL` on both sides (NORMAL otherwise).
+    pub full: bool,
+    /// SQLite only: the run's fresh directory, holding every file; removed by [`Env::close`].
+    dir: Option<PathBuf>,
     /// Schemas the longshore side created, dropped by [`Env::close`].
     schemas: Mutex<Vec<String>>,
 }
 
 impl Env {
-    /// Connects the raw client and checks that longshore reaches the backend.
-    pub async fn open(backend: Backend, quick: bool, rounds: usize) -> crate::Result<Env> {
-        let (pg, pg_error) = match RawPg::connect(&pg_url(), &unique("lsbench_raw_")).await {
-            Ok(p) => (Some(Arc::new(p)), None),
-            Err(e) if backend == Backend::Postgres => {
-                return Err(format!("PostgreSQL unreachable: {e}").into())
+    /// Connects the raw client and checks that longshore reaches the backend. `full`: SQLite
+    /// with `synchronous=FULL` on both sides.
+    pub async fn open(
+        backend: Backend,
+        quick: bool,
+        rounds: usize,
+        full: bool,
+    ) -> crate::Result<Env> {
+        let (pg, pg_error) = if backend == Backend::Sqlite {
+            // Everything SQLite measures (the relay's outbox too) is in its own files.
+            (None, Some("not used by the sqlite backend".to_string()))
+        } else {
+            match RawPg::connect(&pg_url(), &unique("lsbench_raw_")).await {
+                Ok(p) => (Some(Arc::new(p)), None),
+                Err(e) if backend == Backend::Postgres => {
+                    return Err(format!("PostgreSQL unreachable: {e}").into())
+                }
+                // Only the relay scenario needs Postgres on the other backends; it reports it.
+                Err(e) => (None, Some(e.to_string())),
             }
-            // Only the relay scenario needs Postgres on the other backends; it reports it.
-            Err(e) => (None, Some(e.to_string())),
         };
-        let env = match Self::clients(backend, &pg).await {
-            Ok((raw, transient)) => Env {
+        let dir = (backend == Backend::Sqlite)
+            .then(|| std::env::temp_dir().join(unique("longshore-bench-sqlite-")));
+        let env = match Self::clients(backend, &pg, dir.as_ref(), full).await {
+            Ok((raw, transient, lite)) => Env {
                 backend,
                 quick,
                 rounds,
@@ -153,11 +179,17 @@ impl Env {
                 pg,
                 pg_error,
                 transient,
+                lite,
+                full,
+                dir,
                 schemas: Mutex::new(Vec::new()),
             },
             Err(e) => {
                 if let Some(pg) = &pg {
                     let _ = pg.drop_schema().await;
+                }
+                if let Some(dir) = &dir {
+                    let _ = std::fs::remove_dir_all(dir);
                 }
                 return Err(e);
             }
@@ -173,12 +205,18 @@ impl Env {
         Ok(env)
     }
 
-    /// The raw client (and RabbitMQ's transient one).
+    /// The raw client (and RabbitMQ's transient one, SQLite's typed one).
     async fn clients(
         backend: Backend,
         pg: &Option<Arc<RawPg>>,
-    ) -> crate::Result<(Arc<dyn RawClient>, Option<Arc<RawRabbit>>)> {
-        let mut transient = None;
+        dir: Option<&PathBuf>,
+        full: bool,
+    ) -> crate::Result<(
+        Arc<dyn RawClient>,
+        Option<Arc<RawRabbit>>,
+        Option<Arc<RawSqlite>>,
+    )> {
+        let (mut transient, mut lite) = (None, None);
         let raw: Arc<dyn RawClient> = match backend {
             Backend::Memory => Arc::new(RawMemory::default()),
             Backend::Rabbitmq => {
@@ -193,8 +231,15 @@ impl Env {
                 Some(p) => p.clone(),
                 None => return Err("PostgreSQL unreachable".into()),
             },
+            Backend::Sqlite => {
+                let dir = dir.ok_or("no directory for the sqlite files")?;
+                std::fs::create_dir_all(dir)?;
+                let raw = Arc::new(RawSqlite::create(&dir.join("raw.db"), full).await?);
+                lite = Some(raw.clone());
+                raw
+            }
         };
-        Ok((raw, transient))
+        Ok((raw, transient, lite))
     }
 
     fn fresh_schema(&self) -> String {
@@ -205,21 +250,37 @@ impl Env {
         s
     }
 
+    /// A fresh SQLite file of this run for the facade, with this run's `synchronous`.
+    fn sqlite_url(&self) -> crate::Result<(String, String)> {
+        let dir = self
+            .dir
+            .as_ref()
+            .ok_or("no directory for the sqlite files")?;
+        let path = dir.join(format!("{}.db", unique("ls_")));
+        let path = path.to_str().ok_or("temp dir is not UTF-8")?.to_string();
+        let sync = if self.full { "full" } else { "normal" };
+        Ok((format!("sqlite://{path}?synchronous={sync}"), path))
+    }
+
     /// Fresh facade handles on the backend (`longshore::connect`).
     pub async fn connect(&self) -> crate::Result<Longshore> {
-        let schema = if self.backend == Backend::Postgres {
-            self.fresh_schema()
-        } else {
-            String::new()
+        let url = match self.backend {
+            Backend::Postgres => self.backend.url(&self.fresh_schema()),
+            Backend::Sqlite => self.sqlite_url()?.0,
+            _ => self.backend.url(""),
         };
-        Ok(longshore::connect(&self.backend.url(&schema)).await?)
+        Ok(longshore::connect(&url).await?)
     }
 
     /// Facade handles with an event store: the backend's own, or a fresh Postgres schema for
-    /// brokers without one. Returns the Postgres schema, if any.
+    /// brokers without one. Returns the Postgres schema (SQLite: the file's path), if any.
     pub async fn connect_with_store(&self) -> crate::Result<(Longshore, Option<String>)> {
         match self.backend {
             Backend::Memory => Ok((self.connect().await?, None)),
+            Backend::Sqlite => {
+                let (url, path) = self.sqlite_url()?;
+                Ok((longshore::connect(&url).await?, Some(path)))
+            }
             Backend::Postgres => {
                 let schema = self.fresh_schema();
                 Ok((
@@ -243,8 +304,16 @@ impl Env {
         }
     }
 
-    /// Drops the schemas this run created.
+    /// Drops the schemas this run created; removes its SQLite files.
     pub async fn close(&self) {
+        if let Some(lite) = &self.lite {
+            lite.close().await;
+        }
+        if let Some(dir) = &self.dir {
+            if let Err(e) = std::fs::remove_dir_all(dir) {
+                eprintln!("could not remove {}: {e}", dir.display());
+            }
+        }
         let schemas = self.schemas.lock().map(|v| v.clone()).unwrap_or_default();
         if let Some(pg) = &self.pg {
             for s in schemas {

@@ -8,12 +8,13 @@ use crate::scenario::Scenario;
 pub const USAGE: &str = "usage: longshore-bench [--quick] [--rounds N] [--out DIR] <scenario[,scenario…]|all> <backend[,backend…]|all>
 
 scenarios: publish-one publish-batch transport end-to-end store-append-1 store-append-10 read-all relay drain-backlog
-backends:  memory rabbitmq kafka nats postgres
+backends:  memory rabbitmq kafka nats postgres sqlite (NORMAL, then again with synchronous=FULL)
   --quick       tiny counts, one round each (seconds; what CI runs)
   --rounds N    rounds per scenario, alternating which side goes first (default 5, quick 1)
   --out DIR     where results.json, results.md and results.svg go (default target/bench)
 
 Brokers: AMQP_URL, KAFKA_BROKERS, NATS_URL, DATABASE_URL (defaults: the local ones).
+SQLite: fresh files in a new directory of the system temp dir (TMPDIR), removed at the end.
 Under CI=true a missing broker is an error; otherwise that backend is skipped.";
 
 /// What to run.
@@ -62,22 +63,8 @@ impl Args {
         let [scenario, backend] = positional.as_slice() else {
             return Err("expected <scenario|all> <backend|all>".into());
         };
-        let scenarios = if scenario == "all" {
-            Scenario::ALL.to_vec()
-        } else {
-            scenario
-                .split(',')
-                .map(|s| Scenario::from_name(s).ok_or(format!("unknown scenario {s}")))
-                .collect::<Result<_, _>>()?
-        };
-        let backends = if backend == "all" {
-            Backend::ALL.to_vec()
-        } else {
-            backend
-                .split(',')
-                .map(|b| Backend::from_name(b).ok_or(format!("unknown backend {b}")))
-                .collect::<Result<_, _>>()?
-        };
+        let scenarios = pick(scenario, &Scenario::ALL, Scenario::from_name, "scenario")?;
+        let backends = pick(backend, &Backend::ALL, Backend::from_name, "backend")?;
         Ok(Parsed::Run(Args {
             quick,
             rounds: rounds.unwrap_or(if quick { 1 } else { 5 }),
@@ -87,4 +74,19 @@ impl Args {
             command,
         }))
     }
+}
+
+/// `all`, or a comma-separated list of names (`what`: the kind, for the error).
+fn pick<T: Copy>(
+    list: &str,
+    all: &[T],
+    from_name: fn(&str) -> Option<T>,
+    what: &str,
+) -> Result<Vec<T>, String> {
+    if list == "all" {
+        return Ok(all.to_vec());
+    }
+    list.split(',')
+        .map(|s| from_name(s).ok_or(format!("unknown {what} {s}")))
+        .collect()
 }

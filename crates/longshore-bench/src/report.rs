@@ -40,6 +40,14 @@ impl Row {
         if self.variant.is_some() || self.raw.is_none() || self.backend == "memory" {
             return None;
         }
+        // SQLite's issue (#24) states one target, 0.9× raw, for its own list of scenarios.
+        if self.backend == "sqlite" {
+            return match self.scenario.as_str() {
+                "publish-one" | "publish-batch" | "drain-backlog" | "store-append-1"
+                | "store-append-10" | "read-all" | "end-to-end" => Some(0.9),
+                _ => None,
+            };
+        }
         match self.scenario.as_str() {
             "publish-one" | "publish-batch" => Some(0.95),
             "end-to-end" => Some(0.9),
@@ -256,16 +264,15 @@ fn esc(s: &str) -> String {
         .replace('>', "&gt;")
 }
 
+/// The chart's geometry, shared by its two panels: label width, bar width, row height, top
+/// margin of a panel.
+const LAYOUT: (f64, f64, f64, f64) = (430.0, 420.0, 22.0, 40.0);
+
 /// Two panels: the ratio longshore / raw per row, and both rates on a log scale.
 pub fn svg(rows: &[Row]) -> String {
     let rows: Vec<&Row> = rows.iter().filter(|r| r.longshore.is_some()).collect();
-    let (label_w, bar_w, row_h, top) = (430.0, 420.0, 22.0, 40.0);
-    let ratio_rows: Vec<&&Row> = rows.iter().filter(|r| r.ratio.is_some()).collect();
-    let max_ratio = ratio_rows
-        .iter()
-        .filter_map(|r| r.ratio)
-        .fold(1.5_f64, f64::max)
-        .min(5.0);
+    let (label_w, bar_w, row_h, top) = LAYOUT;
+    let ratio_rows: Vec<&Row> = rows.iter().copied().filter(|r| r.ratio.is_some()).collect();
     let h1 = top + row_h * ratio_rows.len() as f64 + 30.0;
     let h2 = top + row_h * rows.len() as f64 + 40.0;
     let width = label_w + bar_w + 90.0;
@@ -276,6 +283,20 @@ pub fn svg(rows: &[Row]) -> String {
         h1 + h2
     );
     let _ = writeln!(s, r#"<rect width="100%" height="100%" fill="white"/>"#);
+    ratio_panel(&mut s, &ratio_rows);
+    rate_panel(&mut s, &rows, h1);
+    s.push_str("</svg>\n");
+    s
+}
+
+/// The ratio panel: a bar per row with a ratio, against the 0.9, 0.95 and 1.0 lines.
+fn ratio_panel(s: &mut String, ratio_rows: &[&Row]) {
+    let (label_w, bar_w, row_h, top) = LAYOUT;
+    let max_ratio = ratio_rows
+        .iter()
+        .filter_map(|r| r.ratio)
+        .fold(1.5_f64, f64::max)
+        .min(5.0);
     let _ = writeln!(
         s,
         r#"<text x="10" y="20" font-size="14" font-weight="bold">longshore / raw client (median of per-round ratios; green: target met)</text>"#
@@ -311,7 +332,12 @@ pub fn svg(rows: &[Row]) -> String {
             vx = x_of(v) + 4.0,
         );
     }
-    // Throughput, log scale.
+}
+
+/// The throughput panel: both sides' rates per row, on a log scale below the ratio panel
+/// (which ends at `h1`).
+fn rate_panel(s: &mut String, rows: &[&Row], h1: f64) {
+    let (label_w, bar_w, row_h, top) = LAYOUT;
     let all: Vec<f64> = rows
         .iter()
         .flat_map(|r| [r.longshore.as_ref(), r.raw.as_ref()])
@@ -370,8 +396,6 @@ pub fn svg(rows: &[Row]) -> String {
             }
         }
     }
-    s.push_str("</svg>\n");
-    s
 }
 
 #[derive(Serialize)]

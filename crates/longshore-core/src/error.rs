@@ -91,7 +91,7 @@ pub enum Error {
     Closed(&'static str),
     /// An encoding or decoding problem.
     #[error(transparent)]
-    Codec(#[from] crate::codec::CodecError),
+    Codec(#[from] CodecError),
     /// A URL or configuration value is wrong.
     #[error("configuration: {0}")]
     Config(String),
@@ -134,6 +134,72 @@ impl Error {
             backend,
             message: message.into(),
             source: None,
+        }
+    }
+
+    /// The same error again, for every message of a batch that failed as a whole. Errors are
+    /// not `Clone` (their sources are not); the copy keeps the kind, the text and the
+    /// retryability, and drops the source.
+    pub fn copy(&self) -> Error {
+        match self {
+            Error::InvalidName {
+                kind,
+                value,
+                reason,
+            } => Error::InvalidName {
+                kind,
+                value: value.clone(),
+                reason,
+            },
+            Error::PayloadTooLarge { size, limit } => Error::PayloadTooLarge {
+                size: *size,
+                limit: *limit,
+            },
+            Error::HeadersTooLarge(m) => Error::HeadersTooLarge(m.clone()),
+            Error::Connection {
+                backend, message, ..
+            } => Error::connection(backend, message.clone()),
+            Error::Unauthorized { backend, message } => Error::Unauthorized {
+                backend,
+                message: message.clone(),
+            },
+            Error::Rejected {
+                backend,
+                message,
+                retryable,
+            } => Error::Rejected {
+                backend,
+                message: message.clone(),
+                retryable: *retryable,
+            },
+            Error::Backpressure {
+                queue,
+                capacity,
+                waited,
+            } => Error::Backpressure {
+                queue: queue.clone(),
+                capacity: *capacity,
+                waited: *waited,
+            },
+            Error::Timeout { operation, after } => Error::Timeout {
+                operation,
+                after: *after,
+            },
+            Error::Closed(what) => Error::Closed(what),
+            Error::Codec(e) => Error::Codec(e.clone()),
+            Error::Config(m) => Error::Config(m.clone()),
+            Error::Unsupported { backend, operation } => Error::Unsupported { backend, operation },
+            Error::Backend {
+                backend,
+                message,
+                retryable,
+                ..
+            } => Error::Backend {
+                backend,
+                message: message.clone(),
+                retryable: *retryable,
+                source: None,
+            },
         }
     }
 
@@ -186,6 +252,16 @@ impl BatchError {
         self.failed.iter().all(|f| f.error.is_retryable())
     }
 
+    /// The end of every `publish_batch`: `Ok` when nothing failed, otherwise the failures in
+    /// batch order.
+    pub fn check(total: usize, mut failed: Vec<FailedMessage>) -> Result<(), BatchError> {
+        if failed.is_empty() {
+            return Ok(());
+        }
+        failed.sort_by_key(|f| f.index);
+        Err(BatchError { total, failed })
+    }
+
     /// Builds a batch error where every message failed with a copy of the same reason.
     pub fn all(messages: Vec<crate::Message>, make: impl Fn() -> Error) -> Self {
         let total = messages.len();
@@ -213,4 +289,53 @@ impl From<BatchError> for Error {
             source: Some(Box::new(e)),
         }
     }
+}
+
+/// Why a message could not be turned into an event (or the reverse).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum CodecError {
+    /// The body is empty.
+    #[error("empty message body")]
+    Empty,
+    /// The body is not UTF-8.
+    #[error("body is not valid UTF-8 at byte {valid_up_to}")]
+    Utf8 {
+        /// Length of the valid prefix.
+        valid_up_to: usize,
+    },
+    /// The body is not JSON, or not the envelope's shape (missing field, wrong type).
+    #[error("malformed envelope: {0}")]
+    Malformed(String),
+    /// `event_id` is not a UUID.
+    #[error("event_id {0:?} is not a UUID")]
+    BadId(String),
+    /// `timestamp` is neither RFC 3339 nor a naive ISO 8601 date-time.
+    #[error("timestamp {0:?} is neither RFC 3339 nor naive ISO 8601")]
+    BadTimestamp(String),
+    /// The event's data does not fit the typed event.
+    #[error("data of {event_type:?} does not fit: {message}")]
+    Data {
+        /// The event type.
+        event_type: String,
+        /// What serde said.
+        message: String,
+    },
+    /// Encoding failed.
+    #[error("cannot encode: {0}")]
+    Encode(String),
+    /// A CloudEvent lacks a required attribute (`id`, `source`, `type`, `specversion`).
+    #[error("CloudEvent lacks the required attribute {0:?}")]
+    MissingAttribute(&'static str),
+    /// A CloudEvent's `specversion` is not `1.0`.
+    #[error("unsupported CloudEvents specversion {0:?}: longshore reads 1.0")]
+    SpecVersion(String),
+    /// A CloudEvent attribute longshore cannot take.
+    #[error("CloudEvent attribute {name:?}: {reason}")]
+    BadAttribute {
+        /// The attribute.
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
 }

@@ -6,7 +6,7 @@ use chrono::{DateTime, SubsecRound, Utc};
 use serde::{de::DeserializeOwned, Serialize};
 use uuid::Uuid;
 
-use crate::codec::CodecError;
+use crate::error::CodecError;
 
 /// A domain event: the seed's `DomainEvent` plus metadata.
 ///
@@ -94,6 +94,32 @@ impl Event {
         self
     }
 
+    /// Marks this event as caused by `cause` (typically `&ctx.event` in a handler): the
+    /// causation id is the cause's id, the correlation id the cause's correlation id (or its
+    /// id when it has none), so a whole chain of events shares one correlation id.
+    pub fn caused_by(mut self, cause: &Event) -> Self {
+        let correlation = cause
+            .metadata
+            .correlation_id
+            .clone()
+            .unwrap_or_else(|| cause.id.to_string());
+        self.metadata.correlation_id = Some(correlation);
+        self.metadata.causation_id = Some(cause.id.to_string());
+        self
+    }
+
+    /// Gives this event an id derived from `cause`'s id and `index` (the event's place among
+    /// those the cause produces), instead of a fresh one. A redelivered command then decides
+    /// events with the same ids, and the store, idempotent by event id, appends nothing
+    /// twice, even when the second decision differs from the first (the type is left out of
+    /// the id on purpose: "reserved" the first time and "out of stock" on a redelivery are
+    /// one outcome of one command). The id is a stable hash (the same in every process and
+    /// version), shaped as a UUID v8.
+    pub fn with_id_derived_from(mut self, cause: &Event, index: u32) -> Self {
+        self.id = derived_id(cause.id, index);
+        self
+    }
+
     /// Adds a free header.
     pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
         self.metadata.headers.insert(name.into(), value.into());
@@ -104,6 +130,22 @@ impl Event {
     pub fn default_topic(&self) -> String {
         format!("events.{}", self.event_type)
     }
+}
+
+/// FNV-1a over the cause id and the index, 128 bits: a hash whose output is fixed by its
+/// definition (std's hashers may change between Rust versions, and a derived id must be the
+/// same after an upgrade as before it).
+fn derived_id(cause: Uuid, index: u32) -> Uuid {
+    const OFFSET: u128 = 0x6c62_272e_07bb_0142_62b8_2175_6295_c58d;
+    const PRIME: u128 = 0x0000_0000_0100_0000_0000_0000_0000_013b;
+    let mut hash = OFFSET;
+    let index = index.to_be_bytes();
+    let bytes = cause.as_bytes().iter().chain(&index);
+    for byte in bytes {
+        hash ^= u128::from(*byte);
+        hash = hash.wrapping_mul(PRIME);
+    }
+    uuid::Builder::from_custom_bytes(hash.to_be_bytes()).into_uuid()
 }
 
 /// The current time truncated to microseconds, so a timestamp survives JSON, Python and

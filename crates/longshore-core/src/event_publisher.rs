@@ -23,12 +23,12 @@ impl std::fmt::Debug for EventPublisher {
 }
 
 impl EventPublisher {
-    /// An event publisher with the seed-compatible JSON codec.
+    /// An event publisher with the codec the connection was configured with
+    /// ([`Publisher::codec`], e.g. `?codec=cloudevents` in the URL), else the seed-compatible
+    /// JSON codec.
     pub fn new(publisher: Arc<dyn Publisher>) -> Self {
-        EventPublisher {
-            publisher,
-            codec: Arc::new(JsonCodec),
-        }
+        let codec = publisher.codec().unwrap_or_else(|| Arc::new(JsonCodec));
+        EventPublisher { publisher, codec }
     }
 
     /// Uses another codec.

@@ -1,11 +1,14 @@
 //! The publishing port.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 use crate::capabilities::Capabilities;
+use crate::codec::Codec;
 use crate::error::{BatchError, Error};
+use crate::health::Health;
 use crate::message::Message;
-use crate::observe::Health;
 
 /// Sends messages to topics.
 ///
@@ -28,6 +31,13 @@ pub trait Publisher: Send + Sync {
 
     /// What this backend can do.
     fn capabilities(&self) -> Capabilities;
+
+    /// The codec this connection was configured to write events with (`?codec=` in the URL),
+    /// which [`EventPublisher::new`](crate::EventPublisher::new) takes; `None` (the default)
+    /// means the seed's JSON codec. Wrappers forward their inner publisher's.
+    fn codec(&self) -> Option<Arc<dyn Codec>> {
+        None
+    }
 
     /// The connection's health: connected, topology declared, last confirmed publish.
     /// Adapters that cannot tell report themselves connected with a `detail` saying so.

@@ -25,7 +25,9 @@ pub struct RecordedEvent {
     pub stream_id: String,
     /// 1-based version within the stream; contiguous.
     pub version: u64,
-    /// 1-based position in the store's single global order.
+    /// Position in the store's single global order: sparse, increasing. Later events have
+    /// larger positions, but numbers can be skipped (Postgres sequences lose values to rolled
+    /// back transactions), so use it to order and to checkpoint, never to count events.
     pub position: u64,
     /// The event, with its original id and timestamp.
     pub event: Event,
@@ -36,8 +38,8 @@ pub struct RecordedEvent {
 pub struct AppendResult {
     /// The stream's version after the append.
     pub version: u64,
-    /// Global position of the last appended event (of the existing ones for an idempotent
-    /// re-append).
+    /// Global position (sparse, increasing) of the last appended event (of the existing ones
+    /// for an idempotent re-append).
     pub position: u64,
     /// False when every event was already stored (an idempotent re-append wrote nothing).
     pub written: bool,
@@ -80,7 +82,7 @@ pub enum StoreError {
     Conflict(String),
     /// Stored data could not be read back as an event.
     #[error(transparent)]
-    Codec(#[from] crate::codec::CodecError),
+    Codec(#[from] crate::error::CodecError),
     /// The backend failed.
     #[error(transparent)]
     Backend(#[from] crate::error::Error),

@@ -8,8 +8,8 @@ use futures::stream::BoxStream;
 
 use crate::capabilities::Capabilities;
 use crate::error::Error;
+use crate::health::Health;
 use crate::message::{Headers, Message};
-use crate::observe::Health;
 use crate::topic::{validate_name, validate_pattern};
 
 /// Header naming why a message was dead-lettered.
@@ -22,6 +22,8 @@ pub const HEADER_DLQ_SUBSCRIPTION: &str = "x-dead-letter-subscription";
 pub const HEADER_DLQ_ATTEMPTS: &str = "x-attempts";
 /// Header with the time (RFC 3339) the message was dead-lettered.
 pub const HEADER_DLQ_AT: &str = "x-dead-lettered-at";
+/// Header: what [`fit_dead_letter`] cut from a dead letter too large for the broker.
+pub const HEADER_DLQ_TRUNCATED: &str = "x-dead-letter-truncated";
 
 /// Default number of unacknowledged deliveries a consumer may hold.
 pub const DEFAULT_PREFETCH: u16 = 32;
@@ -124,7 +126,8 @@ pub fn dead_letter_message(
     subscription: &str,
     dead: &DeadLetter,
 ) -> Message {
-    let reason: String = dead.reason.chars().take(1024).collect();
+    // Bounded in bytes, not characters: 1,024 four-byte characters would be 4 KiB.
+    let reason = prefix_within(&dead.reason, MAX_REASON_BYTES).to_string();
     let h: &mut Headers = &mut message.headers;
     h.insert(HEADER_DLQ_REASON.into(), reason);
     h.insert(HEADER_DLQ_TOPIC.into(), topic.into());
@@ -136,6 +139,92 @@ pub fn dead_letter_message(
     );
     message
 }
+
+/// Fits a dead letter into `max_bytes`, the most the broker takes for one message, counting
+/// each header as its name, value and 4 bytes of framing plus the payload.
+///
+/// A message the broker already holds must always be dead-letterable, so adapters never apply
+/// their publishers' limits (header count and size, payload) to a dead letter; only the
+/// broker's own limit counts. When the letter (the original plus the dead-letter headers) is
+/// larger than that, the original's own headers are dropped first, largest first, then the
+/// payload is cut, and [`HEADER_DLQ_TRUNCATED`] records what was cut:
+/// `payload=<original bytes>` and/or `headers=<count dropped>`.
+pub fn fit_dead_letter(mut letter: Message, max_bytes: usize) -> Message {
+    const FRAMING: usize = 4;
+    let size = |k: &str, v: &str| k.len() + v.len() + FRAMING;
+    let mut header_bytes: usize = letter.headers.iter().map(|(k, v)| size(k, v)).sum();
+    if header_bytes + letter.payload.len() <= max_bytes {
+        return letter;
+    }
+    // Room for the truncation note itself.
+    let budget = max_bytes.saturating_sub(HEADER_DLQ_TRUNCATED.len() + 64 + FRAMING);
+    let mut dropped = 0usize;
+    if header_bytes > budget {
+        let mut own: Vec<(String, usize)> = letter
+            .headers
+            .iter()
+            .filter(|(k, _)| !DLQ_HEADERS.contains(&k.as_str()))
+            .map(|(k, v)| (k.clone(), size(k, v)))
+            .collect();
+        own.sort_by_key(|h| std::cmp::Reverse(h.1));
+        for (name, bytes) in own {
+            if header_bytes <= budget {
+                break;
+            }
+            letter.headers.remove(&name);
+            header_bytes -= bytes;
+            dropped += 1;
+        }
+    }
+    if header_bytes > budget {
+        // Only the dead-letter headers are left and they still do not fit (a broker limit
+        // below a few KiB): the reason gives way, as it is the one of them that can be long.
+        if let Some(reason) = letter.headers.get_mut(HEADER_DLQ_REASON) {
+            let over = header_bytes - budget;
+            let keep = prefix_within(reason, reason.len().saturating_sub(over)).len();
+            header_bytes -= reason.len() - keep;
+            reason.truncate(keep);
+        }
+    }
+    let room = budget.saturating_sub(header_bytes);
+    let original = letter.payload.len();
+    let mut note = Vec::new();
+    if original > room {
+        letter.payload = letter.payload.slice(..room);
+        note.push(format!("payload={original}"));
+    }
+    if dropped > 0 {
+        note.push(format!("headers={dropped}"));
+    }
+    letter
+        .headers
+        .insert(HEADER_DLQ_TRUNCATED.into(), note.join(" "));
+    letter
+}
+
+/// The most bytes of an error's text a dead letter's reason header carries.
+const MAX_REASON_BYTES: usize = 1024;
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+fn prefix_within(s: &str, max: usize) -> &str {
+    if s.len() <= max {
+        return s;
+    }
+    let mut end = max;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// The dead-letter headers [`dead_letter_message`] writes, kept by [`fit_dead_letter`].
+const DLQ_HEADERS: &[&str] = &[
+    HEADER_DLQ_REASON,
+    HEADER_DLQ_TOPIC,
+    HEADER_DLQ_SUBSCRIPTION,
+    HEADER_DLQ_ATTEMPTS,
+    HEADER_DLQ_AT,
+];
 
 /// The adapter side of a delivery: how to settle it on the broker.
 ///
@@ -193,8 +282,10 @@ impl Delivery {
         }
     }
 
-    /// Replaces the acker (for layers that observe settlement, like the metrics wrapper).
-    pub(crate) fn map_acker(self, f: impl FnOnce(Box<dyn Acker>) -> Box<dyn Acker>) -> Self {
+    /// Replaces the acker with one built around it, so a layer wrapping a [`Subscriber`]
+    /// sees how each delivery is settled (the metrics wrapper and `longshore::testing`
+    /// record ack, nack and dead-letter this way without touching the consumer runtime).
+    pub fn map_acker(self, f: impl FnOnce(Box<dyn Acker>) -> Box<dyn Acker>) -> Self {
         Delivery {
             acker: f(self.acker),
             ..self
@@ -263,5 +354,82 @@ pub trait Subscriber: Send + Sync {
     async fn lag(&self, subscription: &str) -> Result<Option<u64>, Error> {
         let _ = subscription;
         Ok(None)
+    }
+
+    /// Deletes `subscription` and its dead-letter queue with whatever they hold (for
+    /// temporary subscriptions, such as the command-line tool's `tail`). Consumers still open
+    /// on it fail. [`Error::Unsupported`] where the adapter cannot.
+    async fn remove_subscription(&self, subscription: &str) -> Result<(), Error> {
+        let _ = subscription;
+        Err(Error::Unsupported {
+            backend: self.capabilities().backend,
+            operation: "removing a subscription",
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn letter(headers: usize, value: usize, payload: usize) -> Message {
+        let mut m = Message::new(vec![b'p'; payload]);
+        for i in 0..headers {
+            m = m.with_header(format!("h{i}"), "v".repeat(value));
+        }
+        let dead = DeadLetter {
+            reason: "undecodable".into(),
+            attempts: 1,
+        };
+        dead_letter_message(m, "t", "s", &dead)
+    }
+
+    fn size(m: &Message) -> usize {
+        m.headers
+            .iter()
+            .map(|(k, v)| k.len() + v.len() + 4)
+            .sum::<usize>()
+            + m.payload.len()
+    }
+
+    #[test]
+    fn a_letter_that_fits_is_untouched() {
+        let m = letter(1000, 10, 100);
+        let fitted = fit_dead_letter(m.clone(), 1 << 20);
+        assert_eq!(fitted.headers, m.headers);
+        assert_eq!(fitted.payload, m.payload);
+    }
+
+    #[test]
+    fn a_large_payload_is_cut_and_the_cut_recorded() {
+        let fitted = fit_dead_letter(letter(2, 10, 2_000_000), 1 << 20);
+        assert!(size(&fitted) <= 1 << 20);
+        assert_eq!(fitted.headers[HEADER_DLQ_TRUNCATED], "payload=2000000");
+        assert_eq!(fitted.headers[HEADER_DLQ_REASON], "undecodable");
+        assert_eq!(fitted.headers["h1"], "v".repeat(10));
+    }
+
+    #[test]
+    fn too_many_headers_are_dropped_but_never_the_dead_letter_ones() {
+        let fitted = fit_dead_letter(letter(1000, 100, 10), 16 * 1024);
+        assert!(size(&fitted) <= 16 * 1024, "{}", size(&fitted));
+        for h in DLQ_HEADERS {
+            assert!(fitted.headers.contains_key(*h), "{h} dropped");
+        }
+        assert!(fitted.headers[HEADER_DLQ_TRUNCATED].starts_with("headers="));
+    }
+
+    /// The fuzzer's case: a reason of multi-byte characters is bounded in bytes, and a broker
+    /// limit below the dead-letter headers' own size shortens the reason, on a char boundary.
+    #[test]
+    fn a_long_multibyte_reason_fits_small_limits() {
+        let dead = DeadLetter::new("\u{10c8ba}".repeat(2000), 3);
+        let letter = dead_letter_message(Message::new(Vec::new()), "t", "s", &dead);
+        assert!(letter.headers[HEADER_DLQ_REASON].len() <= MAX_REASON_BYTES);
+        for max in [2048, 1024, 600] {
+            let fitted = fit_dead_letter(letter.clone(), max);
+            assert!(size(&fitted) <= max, "{} > {max}", size(&fitted));
+            assert!(fitted.headers[HEADER_DLQ_REASON].starts_with('\u{10c8ba}'));
+        }
     }
 }

@@ -10,20 +10,26 @@ pub fn redact_url(url: &str) -> String {
         return "<unparseable url>".to_string();
     };
     let (scheme, rest) = url.split_at(scheme_end + 3);
-    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
-    let (authority, tail) = rest.split_at(authority_end);
+    // The user info ends at the last `@`, even past a `/`, `?` or `#`: a password written
+    // unencoded may hold any of them, and hiding too much is safe where too little is not.
+    let (userinfo, after) = match rest.rfind('@') {
+        Some(at) => (Some(&rest[..at]), &rest[at..]),
+        None => (None, rest),
+    };
+    let authority_end = after.find(['/', '?', '#']).unwrap_or(after.len());
+    let (host, tail) = after.split_at(authority_end);
     let tail = redact_query(tail);
-    match authority.rfind('@') {
-        Some(at) => {
-            let (userinfo, host) = authority.split_at(at);
+    match userinfo {
+        Some(userinfo) => {
             let user = userinfo.split(':').next().unwrap_or("");
-            if userinfo.contains(':') {
+            let plain_user = !user.contains(['/', '?', '#', '@']);
+            if userinfo.contains(':') && plain_user {
                 format!("{scheme}{user}:***{host}{tail}")
             } else {
                 format!("{scheme}***{host}{tail}")
             }
         }
-        None => format!("{scheme}{authority}{tail}"),
+        None => format!("{scheme}{host}{tail}"),
     }
 }
 
@@ -53,34 +59,53 @@ fn redact_query(tail: &str) -> String {
 /// A URL that prints redacted in `Debug` and `Display`; the secret is only reachable through
 /// [`SecretUrl::expose`], for handing to the client library.
 #[derive(Clone, PartialEq, Eq)]
-pub struct SecretUrl(String);
+pub struct SecretUrl {
+    url: String,
+    /// What `Debug` and `Display` print, redacted once when the URL is wrapped.
+    shown: String,
+}
 
 impl SecretUrl {
     /// Wraps a URL.
     pub fn new(url: impl Into<String>) -> Self {
-        SecretUrl(url.into())
+        let url = url.into();
+        SecretUrl {
+            shown: redact_url(&url),
+            url,
+        }
+    }
+
+    /// Wraps `url`, a rewrite of `original` for the client library (adapter options taken
+    /// out, the rest re-encoded), printed as `original` redacted. A rewrite can move
+    /// credentials where redaction no longer finds them (a user info holding an unencoded `?`
+    /// becomes an encoded query), so only the URL as the user wrote it is redacted for print.
+    pub fn rewritten(original: &str, url: impl Into<String>) -> Self {
+        SecretUrl {
+            shown: redact_url(original),
+            url: url.into(),
+        }
     }
 
     /// The full URL, credentials included. Never log it.
     pub fn expose(&self) -> &str {
-        &self.0
+        &self.url
     }
 
     /// The redacted form.
     pub fn redacted(&self) -> String {
-        redact_url(&self.0)
+        self.shown.clone()
     }
 }
 
 impl std::fmt::Debug for SecretUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{:?}", self.redacted())
+        write!(f, "{:?}", self.shown)
     }
 }
 
 impl std::fmt::Display for SecretUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.redacted())
+        f.write_str(&self.shown)
     }
 }
 

@@ -10,9 +10,9 @@ use std::time::Duration;
 use futures::StreamExt;
 use longshore_core::memory::{MemoryBroker, MemoryConfig, MemoryStore};
 use longshore_core::{
-    async_trait, BatchError, Capabilities, Error, Event, EventStore, EventStream, ExpectedVersion,
-    FailedMessage, Message, Outbox, OutboxRelay, Publisher, RelayError, RetryPolicy, Subscriber,
-    Subscription,
+    async_trait, BatchError, Broker, Capabilities, Error, Event, EventStore, EventStream,
+    ExpectedVersion, FailedMessage, Message, Outbox, OutboxRelay, Publisher, RelayError,
+    RetryPolicy, Subscription,
 };
 
 struct Flaky {
@@ -117,7 +117,7 @@ async fn event_stream_retries_failed_events_and_sends_all() {
         .subscribe(&Subscription::new("s", ["events.#"]).with_prefetch(100))
         .await
         .expect("subscribe");
-    let flaky = Arc::new(Flaky::new(Arc::new(broker.publisher()), 7, true));
+    let flaky = Arc::new(Flaky::new(broker.publisher(), 7, true));
     let forwarder = EventStream::new(flaky)
         .batch_size(10)
         .retry(RetryPolicy::exponential(5, Duration::from_millis(1)));
@@ -137,7 +137,7 @@ async fn event_stream_retries_failed_events_and_sends_all() {
 #[tokio::test]
 async fn event_stream_returns_unsent_events_instead_of_dropping_them() {
     let broker = MemoryBroker::default();
-    let flaky = Arc::new(Flaky::new(Arc::new(broker.publisher()), usize::MAX, false));
+    let flaky = Arc::new(Flaky::new(broker.publisher(), usize::MAX, false));
     let forwarder = EventStream::new(flaky).batch_size(10);
     let evs = events(15);
     let err = forwarder
@@ -169,7 +169,7 @@ async fn relay_marks_only_confirmed_rows_and_keeps_the_rest() {
         .await
         .expect("subscribe");
     let outbox: Arc<dyn Outbox> = Arc::new(store.clone());
-    let flaky: Arc<dyn Publisher> = Arc::new(Flaky::new(Arc::new(broker.publisher()), 3, true));
+    let flaky: Arc<dyn Publisher> = Arc::new(Flaky::new(broker.publisher(), 3, true));
     let relay = OutboxRelay::new("r1", outbox.clone(), flaky).batch_size(10);
     match relay.run_once().await {
         Err(RelayError::Publish { sent, source }) => {
@@ -275,7 +275,7 @@ async fn relay_run_finishes_the_pass_in_flight_before_stopping() {
     let (entered_tx, mut entered) = tokio::sync::mpsc::unbounded_channel();
     let release = Arc::new(tokio::sync::Notify::new());
     let gate = Gate {
-        inner: Arc::new(broker.publisher()),
+        inner: broker.publisher(),
         entered: entered_tx,
         release: release.clone(),
     };

@@ -2,12 +2,12 @@
 //! 127.0.0.1:9092, e.g. `bash scripts/kafka-broker.sh install && bash scripts/kafka-broker.sh start`).
 
 use futures::StreamExt;
-use longshore_core::{Message, Publisher, Subscriber, Subscription};
-use longshore_kafka::{KafkaBroker, KafkaConfig};
+use longshore_core::{Broker, Message, Subscription};
+use longshore_kafka::KafkaBroker;
 
 #[tokio::main]
 async fn main() -> Result<(), longshore_core::Error> {
-    let broker = KafkaBroker::connect(KafkaConfig::from_url("kafka://127.0.0.1:9092")?).await?;
+    let broker = KafkaBroker::connect_url("kafka://127.0.0.1:9092").await?;
     let (publisher, subscriber) = (broker.publisher(), broker.subscriber());
     // A consumer group `billing` reading Kafka topic `orders`, keeping `orders.created` and
     // `orders.paid` in publish order per key.
@@ -21,5 +21,6 @@ async fn main() -> Result<(), longshore_core::Error> {
     }
     subscriber.close().await?;
     publisher.close().await?;
+    broker.close().await?;
     Ok(())
 }

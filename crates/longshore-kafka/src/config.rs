@@ -84,6 +84,13 @@ impl fmt::Debug for KafkaConfig {
 }
 
 impl KafkaConfig {
+    /// The largest record the producer sends (`message.max.bytes`): payload, headers and
+    /// framing, at least Kafka's default of 1,048,588 and room for headers above
+    /// `max_payload`. Dead letters are fitted to it, never to `max_payload`.
+    pub fn max_message(&self) -> usize {
+        (self.max_payload + 48_588).max(1_048_588)
+    }
+
     /// A configuration for `bootstrap_servers` (`host:port[,host:port]`) with defaults.
     pub fn new(bootstrap_servers: impl Into<String>) -> Self {
         let bootstrap_servers = bootstrap_servers.into();
@@ -110,114 +117,96 @@ impl KafkaConfig {
     /// Parses `kafka://[user:password@]host:port[,host:port][?options]`.
     ///
     /// Options: `topic_words` (mapping, default 1), `partitions`, `replication`,
-    /// `create_topics` (true/false), `max_payload`, `client_id`, `sasl_mechanism` (default
-    /// PLAIN when credentials are given), `security_protocol` (default SASL_PLAINTEXT with
-    /// credentials, PLAINTEXT without). Unknown options are a [`Error::Config`].
+    /// `create_topics` (true/false), `max_payload`, `client_id`, `session_timeout_ms`
+    /// (consumers' `session.timeout.ms`, default 10000), `debug` (librdkafka's `debug`
+    /// contexts, e.g. `cgrp`, logged through `tracing`), `sasl_mechanism` (default PLAIN when
+    /// credentials are given), `security_protocol` (default SASL_PLAINTEXT with credentials,
+    /// PLAINTEXT without). Unknown options are a [`Error::Config`].
     pub fn from_url(url: &str) -> Result<Self, Error> {
         let secret = SecretUrl::new(url);
         let bad = |what: &str| Error::Config(format!("{what} in kafka URL {}", secret.redacted()));
-        let rest = url
-            .strip_prefix("kafka://")
-            .ok_or_else(|| bad("expected scheme kafka://"))?;
-        let (authority, query) = match rest.split_once('?') {
-            Some((a, q)) => (a, Some(q)),
-            None => (rest, None),
-        };
-        let authority = authority.trim_end_matches('/');
-        let (userinfo, hosts) = match authority.rsplit_once('@') {
-            Some((u, h)) => (Some(u), h),
-            None => (None, authority),
-        };
-        if hosts.is_empty() {
-            return Err(bad("no broker address"));
-        }
-        for host in hosts.split(',') {
-            let ok = match host.rsplit_once(':') {
-                Some((h, p)) => !h.is_empty() && p.parse::<u16>().is_ok(),
-                None => false,
-            };
-            if !ok || host.contains('/') {
-                return Err(bad("broker addresses must be host:port"));
-            }
-        }
+        let (userinfo, hosts, query) = split_url(url).map_err(bad)?;
         let mut config = KafkaConfig::new(hosts);
         config.url = secret.clone();
-        let mut mechanism = None;
-        let mut protocol = None;
+        let mut security = Security::default();
         if let Some(q) = query.filter(|q| !q.is_empty()) {
             for pair in q.split('&') {
                 let (k, v) = pair
                     .split_once('=')
                     .ok_or_else(|| bad("malformed option"))?;
                 let v = decode(v).ok_or_else(|| bad("malformed option value"))?;
-                let num = |what: &str| v.parse::<i64>().map_err(|_| bad(what));
-                match k {
-                    "topic_words" => {
-                        let n = num("topic_words must be a number")?;
-                        if !(1..=16).contains(&n) {
-                            return Err(bad("topic_words must be 1 to 16"));
-                        }
-                        config.topic_map = TopicMap::new(n as usize);
-                    }
-                    "partitions" => {
-                        let n = num("partitions must be a number")?;
-                        config.partitions = i32::try_from(n)
-                            .ok()
-                            .filter(|n| *n >= 1)
-                            .ok_or_else(|| bad("partitions must be at least 1"))?;
-                    }
-                    "replication" => {
-                        let n = num("replication must be a number")?;
-                        config.replication_factor = Some(
-                            i32::try_from(n)
-                                .ok()
-                                .filter(|n| *n >= 1 || *n == -1)
-                                .ok_or_else(|| bad("replication must be at least 1"))?,
-                        );
-                    }
-                    "create_topics" => {
-                        config.create_topics = match v.as_str() {
-                            "true" | "1" => true,
-                            "false" | "0" => false,
-                            _ => return Err(bad("create_topics must be true or false")),
-                        }
-                    }
-                    "max_payload" => {
-                        let n = num("max_payload must be a number")?;
-                        config.max_payload = usize::try_from(n)
-                            .ok()
-                            .filter(|n| *n >= 1)
-                            .ok_or_else(|| bad("max_payload must be positive"))?;
-                    }
-                    "client_id" => config.client_id = v,
-                    "sasl_mechanism" => mechanism = Some(v),
-                    "security_protocol" => protocol = Some(v),
-                    _ => return Err(bad("unknown option")),
-                }
+                config.apply_option(k, v, &mut security).map_err(bad)?;
             }
         }
         if let Some(userinfo) = userinfo {
-            let (user, pass) = userinfo.split_once(':').unwrap_or((userinfo, ""));
-            let user = decode(user).ok_or_else(|| bad("malformed user name"))?;
-            let pass = decode(pass).ok_or_else(|| bad("malformed password"))?;
-            config.properties.push(("sasl.username".into(), user));
-            config.properties.push(("sasl.password".into(), pass));
-            config.properties.push((
-                "sasl.mechanism".into(),
-                mechanism.take().unwrap_or_else(|| "PLAIN".into()),
-            ));
-            config.properties.push((
-                "security.protocol".into(),
-                protocol.take().unwrap_or_else(|| "SASL_PLAINTEXT".into()),
-            ));
+            security.credentials(userinfo).map_err(bad)?;
         }
-        if let Some(m) = mechanism {
-            config.properties.push(("sasl.mechanism".into(), m));
-        }
-        if let Some(p) = protocol {
-            config.properties.push(("security.protocol".into(), p));
-        }
+        security.apply(&mut config.properties);
         Ok(config)
+    }
+
+    /// Applies one URL option (SASL settings are collected in `security`); `Err` says what is
+    /// wrong with it.
+    fn apply_option(
+        &mut self,
+        key: &str,
+        v: String,
+        security: &mut Security,
+    ) -> Result<(), &'static str> {
+        let num = |what: &'static str| v.parse::<i64>().map_err(|_| what);
+        match key {
+            "topic_words" => {
+                let n = num("topic_words must be a number")?;
+                if !(1..=16).contains(&n) {
+                    return Err("topic_words must be 1 to 16");
+                }
+                self.topic_map = TopicMap::new(n as usize);
+            }
+            "partitions" => {
+                let n = num("partitions must be a number")?;
+                self.partitions = i32::try_from(n)
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or("partitions must be at least 1")?;
+            }
+            "replication" => {
+                let n = num("replication must be a number")?;
+                self.replication_factor = Some(
+                    i32::try_from(n)
+                        .ok()
+                        .filter(|n| *n >= 1 || *n == -1)
+                        .ok_or("replication must be at least 1")?,
+                );
+            }
+            "create_topics" => {
+                self.create_topics = match v.as_str() {
+                    "true" | "1" => true,
+                    "false" | "0" => false,
+                    _ => return Err("create_topics must be true or false"),
+                }
+            }
+            "max_payload" => {
+                let n = num("max_payload must be a number")?;
+                self.max_payload = usize::try_from(n)
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or("max_payload must be positive")?;
+            }
+            "session_timeout_ms" => {
+                let n = num("session_timeout_ms must be a number")?;
+                let ms = u64::try_from(n)
+                    .ok()
+                    .filter(|n| *n >= 1)
+                    .ok_or("session_timeout_ms must be positive")?;
+                self.session_timeout = Duration::from_millis(ms);
+            }
+            "debug" => self.properties.push(("debug".into(), v)),
+            "client_id" => self.client_id = v,
+            "sasl_mechanism" => security.mechanism = Some(v),
+            "security_protocol" => security.protocol = Some(v),
+            _ => return Err("unknown option"),
+        }
+        Ok(())
     }
 
     /// The same configuration with another topic mapping.
@@ -239,10 +228,7 @@ impl KafkaConfig {
         c.set("bootstrap.servers", &self.bootstrap_servers)
             .set("client.id", &self.client_id)
             .set("socket.keepalive.enable", "true")
-            .set(
-                "message.max.bytes",
-                (self.max_payload + 48_588).max(1_048_588).to_string(),
-            );
+            .set("message.max.bytes", self.max_message().to_string());
         c
     }
 
@@ -253,6 +239,89 @@ impl KafkaConfig {
                 // librdkafka's debug contexts log at debug level; let them through to tracing.
                 c.set_log_level(rdkafka::config::RDKafkaLogLevel::Debug);
             }
+        }
+    }
+}
+
+/// Splits `kafka://[userinfo@]hosts[?query]` and checks that every host is `host:port`.
+fn split_url(url: &str) -> Result<(Option<&str>, &str, Option<&str>), &'static str> {
+    let rest = url
+        .strip_prefix("kafka://")
+        .ok_or("expected scheme kafka://")?;
+    let (authority, query) = match rest.split_once('?') {
+        Some((a, q)) => (a, Some(q)),
+        None => (rest, None),
+    };
+    let authority = authority.trim_end_matches('/');
+    let (userinfo, hosts) = match authority.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, authority),
+    };
+    if hosts.is_empty() {
+        return Err("no broker address");
+    }
+    if !hosts.split(',').all(valid_host) {
+        return Err("broker addresses must be host:port");
+    }
+    Ok((userinfo, hosts, query))
+}
+
+/// `host:port`, where an IPv6 host is a bracketed address (`[::1]:9092`).
+fn valid_host(host: &str) -> bool {
+    let Some((h, p)) = host.rsplit_once(':') else {
+        return false;
+    };
+    if h.is_empty() || p.parse::<u16>().is_err() || host.contains('/') {
+        return false;
+    }
+    match h.strip_prefix('[') {
+        Some(inner) => inner
+            .strip_suffix(']')
+            .is_some_and(|ip| ip.parse::<std::net::Ipv6Addr>().is_ok()),
+        None => !h.contains(['[', ']']),
+    }
+}
+
+/// The SASL settings of a URL: credentials and the mechanism and protocol options.
+#[derive(Default)]
+struct Security {
+    mechanism: Option<String>,
+    protocol: Option<String>,
+    credentials: Option<(String, String)>,
+}
+
+impl Security {
+    /// Takes `user[:password]` (percent-encoded).
+    fn credentials(&mut self, userinfo: &str) -> Result<(), &'static str> {
+        let (user, pass) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+        let user = decode(user).ok_or("malformed user name")?;
+        let pass = decode(pass).ok_or("malformed password")?;
+        self.credentials = Some((user, pass));
+        Ok(())
+    }
+
+    /// Adds the librdkafka properties: with credentials, mechanism PLAIN and protocol
+    /// SASL_PLAINTEXT unless the URL names others.
+    fn apply(mut self, properties: &mut Vec<(String, String)>) {
+        if let Some((user, pass)) = self.credentials.take() {
+            properties.push(("sasl.username".into(), user));
+            properties.push(("sasl.password".into(), pass));
+            properties.push((
+                "sasl.mechanism".into(),
+                self.mechanism.take().unwrap_or_else(|| "PLAIN".into()),
+            ));
+            properties.push((
+                "security.protocol".into(),
+                self.protocol
+                    .take()
+                    .unwrap_or_else(|| "SASL_PLAINTEXT".into()),
+            ));
+        }
+        if let Some(m) = self.mechanism {
+            properties.push(("sasl.mechanism".into(), m));
+        }
+        if let Some(p) = self.protocol {
+            properties.push(("security.protocol".into(), p));
         }
     }
 }
@@ -283,6 +352,8 @@ mod tests {
 
     #[test]
     fn parses_urls() {
+        let c = KafkaConfig::from_url("kafka://[::1]:9092").unwrap();
+        assert_eq!(c.bootstrap_servers, "[::1]:9092");
         let c = KafkaConfig::from_url("kafka://a:9092,b:9093").unwrap();
         assert_eq!(c.bootstrap_servers, "a:9092,b:9093");
         assert_eq!(c.topic_map.words, 1);
@@ -296,6 +367,13 @@ mod tests {
         assert!(c
             .properties
             .contains(&("sasl.password".to_string(), "p@ss".to_string())));
+        let c2 = KafkaConfig::from_url("kafka://h:9092?session_timeout_ms=2000&debug=cgrp%2Ctopic")
+            .unwrap();
+        assert_eq!(c2.session_timeout, Duration::from_millis(2000));
+        assert_eq!(
+            c2.properties,
+            vec![("debug".to_string(), "cgrp,topic".to_string())]
+        );
         let dbg = format!("{c:?}");
         assert!(!dbg.contains("p%40ss") && !dbg.contains("p@ss"), "{dbg}");
         for bad in [
@@ -305,6 +383,9 @@ mod tests {
             "kafka://h:x",
             "kafka://h:1?nope=1",
             "kafka://h:1?partitions=0",
+            "kafka://h:1?session_timeout_ms=0",
+            "kafka://user:secret@[::1/",
+            "kafka://[::1:9092",
             "kafka://u:secret@h:1?topic_words=0",
         ] {
             let e = KafkaConfig::from_url(bad).unwrap_err();

@@ -1,14 +1,14 @@
 //! Errors of the Kafka adapter and their mapping onto [`longshore_core::Error`].
 
 use longshore_core::Error;
-use rdkafka::error::{KafkaError, RDKafkaErrorCode as Code};
+use rdkafka::error::RDKafkaErrorCode as Code;
 
-pub(crate) const BACKEND: &str = "kafka";
+use crate::BACKEND;
 
 /// What went wrong inside the Kafka adapter (kept as the `source` of a core error).
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
-pub enum KafkaAdapterError {
+pub enum KafkaError {
     /// An error reported by librdkafka.
     #[error("{operation}: {source}")]
     Client {
@@ -16,7 +16,7 @@ pub enum KafkaAdapterError {
         operation: &'static str,
         /// The client error.
         #[source]
-        source: KafkaError,
+        source: rdkafka::error::KafkaError,
     },
     /// A topic could not be created or found.
     #[error("topic {topic:?}: {reason}")]
@@ -26,15 +26,12 @@ pub enum KafkaAdapterError {
         /// Why.
         reason: String,
     },
-    /// The consumer thread ended unexpectedly.
-    #[error("consumer stopped: {0}")]
-    ConsumerStopped(String),
 }
 
-impl From<KafkaAdapterError> for Error {
-    fn from(e: KafkaAdapterError) -> Self {
+impl From<KafkaError> for Error {
+    fn from(e: KafkaError) -> Self {
         match e {
-            KafkaAdapterError::Client { operation, source } => map(operation, source),
+            KafkaError::Client { operation, source } => map(operation, source),
             other => Error::Backend {
                 backend: BACKEND,
                 message: other.to_string(),
@@ -46,11 +43,11 @@ impl From<KafkaAdapterError> for Error {
 }
 
 /// Maps a librdkafka error, classifying it as retryable or not.
-pub(crate) fn map(operation: &'static str, e: KafkaError) -> Error {
+pub(crate) fn map(operation: &'static str, e: rdkafka::error::KafkaError) -> Error {
     let code = e.rdkafka_error_code();
     let message = format!("{operation}: {e}");
-    let wrap = |e: KafkaError| -> Option<longshore_core::BoxError> {
-        Some(Box::new(KafkaAdapterError::Client {
+    let wrap = |e: rdkafka::error::KafkaError| -> Option<longshore_core::BoxError> {
+        Some(Box::new(KafkaError::Client {
             operation,
             source: e,
         }))
@@ -116,7 +113,7 @@ pub(crate) fn map(operation: &'static str, e: KafkaError) -> Error {
             retryable: true,
             source: wrap(e),
         },
-        _ if matches!(e, KafkaError::ClientConfig(..)) => Error::Config(message),
+        _ if matches!(e, rdkafka::error::KafkaError::ClientConfig(..)) => Error::Config(message),
         _ => Error::Backend {
             backend: BACKEND,
             message,
@@ -134,7 +131,7 @@ mod tests {
     fn classification() {
         let e = map(
             "publish",
-            KafkaError::MessageProduction(Code::MessageSizeTooLarge),
+            rdkafka::error::KafkaError::MessageProduction(Code::MessageSizeTooLarge),
         );
         assert!(matches!(
             e,
@@ -145,14 +142,17 @@ mod tests {
         ));
         let e = map(
             "publish",
-            KafkaError::MessageProduction(Code::MessageTimedOut),
+            rdkafka::error::KafkaError::MessageProduction(Code::MessageTimedOut),
         );
         assert!(e.is_retryable());
-        let e = map("connect", KafkaError::MetadataFetch(Code::AllBrokersDown));
+        let e = map(
+            "connect",
+            rdkafka::error::KafkaError::MetadataFetch(Code::AllBrokersDown),
+        );
         assert!(matches!(e, Error::Connection { .. }) && e.is_retryable());
         let e = map(
             "connect",
-            KafkaError::MetadataFetch(Code::SaslAuthenticationFailed),
+            rdkafka::error::KafkaError::MetadataFetch(Code::SaslAuthenticationFailed),
         );
         assert!(matches!(e, Error::Unauthorized { .. }) && !e.is_retryable());
     }

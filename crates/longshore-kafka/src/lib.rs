@@ -1,28 +1,75 @@
 //! # longshore-kafka
 //!
 //! longshore's Kafka adapter on [rdkafka](https://docs.rs/rdkafka) (librdkafka, built from
-//! source): a [`KafkaPublisher`] with idempotent `acks=all` delivery and a [`KafkaSubscriber`]
-//! whose subscriptions are consumer groups with per-partition contiguous offset commits.
+//! source): [`KafkaBroker`] implements [`Broker`](longshore_core::Broker) (URL scheme `kafka`)
+//! and hands out a [`KafkaPublisher`] with idempotent `acks=all` delivery and a
+//! [`KafkaSubscriber`] whose subscriptions are consumer groups with per-partition contiguous
+//! offset commits.
 //!
-//! See [`mapping`] for how longshore topics and patterns map to Kafka topics, and the
-//! [`consumer`] module docs for the offset rules.
+//! See [`mapping`] for how longshore topics and patterns map to Kafka topics, and
+//! [`KafkaConfig::from_url`] for the URL options.
+//!
+//! Laid out on the adapter template (see ARCHITECTURE.md): `config`, `client` (the state all
+//! handles share), `broker` (the handle), `publisher`, `subscriber` (a folder: the consumer
+//! thread, its group state, plans and streams), `acker`, `mapping` (topics, headers, record
+//! conversion), `health` (health and lag), `error`; then what only Kafka has: `offsets`
+//! (per-partition contiguous commits) and `command` (what a consumer thread is told).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+mod acker;
 mod broker;
+mod client;
+mod command;
 pub mod config;
-pub mod consumer;
 mod error;
+#[cfg(test)]
+mod fuzz;
 mod health;
-mod lag;
 pub mod mapping;
 mod offsets;
-mod producer;
-mod record;
+mod publisher;
+mod subscriber;
 
 pub use broker::KafkaBroker;
 pub use config::KafkaConfig;
-pub use consumer::KafkaSubscriber;
-pub use error::KafkaAdapterError;
+pub use error::KafkaError;
 pub use mapping::TopicMap;
-pub use producer::KafkaPublisher;
+pub use publisher::KafkaPublisher;
+pub use subscriber::KafkaSubscriber;
+
+/// The record mapping, for the `longshore-fuzz` crate only (feature `fuzzing`; not an API).
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod fuzzing {
+    use crate::mapping::{Packed, Parts};
+
+    /// Packs a record as the consumer thread does and unpacks it as the stream does; returns
+    /// the message id, the longshore topic, the payload length and the header count.
+    pub fn record(
+        payload: &[u8],
+        key: Option<&[u8]>,
+        id: Option<&[u8]>,
+        topic: Option<&[u8]>,
+        headers: &[(String, Option<Vec<u8>>)],
+    ) -> (String, String, usize, usize) {
+        let parts = Parts {
+            kafka_topic: "fuzz",
+            partition: 0,
+            offset: 0,
+            payload,
+            key,
+            id,
+            topic,
+        };
+        let (m, t) = Packed::pack(
+            &parts,
+            headers.iter().map(|(k, v)| (k.as_str(), v.as_deref())),
+        )
+        .unpack();
+        (m.id, t, m.payload.len(), m.headers.len())
+    }
+}
+
+/// Backend name used in capabilities, health and errors.
+pub const BACKEND: &str = "kafka";

@@ -8,7 +8,7 @@ use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use longshore_core::{Message, Publisher, Subscriber, Subscription};
+use longshore_core::{Broker, Message, Subscription};
 use longshore_kafka::KafkaBroker;
 use longshore_testkit::{drain_ids, expect_quiet, message, recv, recv_n, within, Names, WAIT};
 use rdkafka::consumer::{BaseConsumer, Consumer};

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use longshore_core::{Message, Publisher};
+use longshore_core::{Broker, Message};
 use longshore_kafka::{KafkaBroker, KafkaConfig};
 use rdkafka::mocking::MockCluster;
 use rdkafka::types::{RDKafkaApiKey, RDKafkaRespErr};
@@ -44,7 +44,7 @@ async fn fatal_producer_error_recreates_the_producer() {
         e.is_retryable(),
         "a fatal producer error is retryable on a new producer: {e:?}"
     );
-    assert_eq!(p.producers_replaced(), 1);
+    assert_eq!(b.producers_replaced(), 1);
     p.publish("fatal.x", Message::new(&b"after"[..]))
         .await
         .expect("publish on the new producer");

@@ -1,9 +1,9 @@
 //! Health and lag against the broker at `KAFKA_BROKERS` (lag counting itself is the
-//! conformance scenario `observability_conformance::lag_counts_waiting_messages`).
+//! conformance scenario `lag_counts_waiting_messages`).
 
 mod common;
 
-use longshore_core::{Error, Publisher, Subscriber, Subscription};
+use longshore_core::{Broker, Error, Subscription};
 use longshore_kafka::KafkaBroker;
 use longshore_testkit::{message, Names};
 

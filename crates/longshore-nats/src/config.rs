@@ -52,6 +52,11 @@ pub struct NatsConfig {
     pub max_ack_pending: i64,
     /// Connection timeout. Default 5 s.
     pub connect_timeout: Duration,
+    /// Longest pause between two reconnection attempts while the connection is lost (the
+    /// pauses grow from 10 ms up to it). Default 250 ms, so a client is back within about that
+    /// of the server (the client library's own default grows to 4 s: a 2.4 s outage then
+    /// stalled publishing for over 4 s).
+    pub reconnect_delay_max: Duration,
     /// Timeout of one JetStream API request or PubAck wait. Default 5 s.
     pub request_timeout: Duration,
     /// Total time a publish keeps retrying (same message id) before it fails. Default 30 s.
@@ -80,6 +85,7 @@ impl Default for NatsConfig {
             max_deliver: Some(100),
             max_ack_pending: 10_000,
             connect_timeout: Duration::from_secs(5),
+            reconnect_delay_max: Duration::from_millis(250),
             request_timeout: Duration::from_secs(5),
             publish_timeout: Duration::from_secs(30),
             max_acks_in_flight: 1024,
@@ -110,9 +116,12 @@ fn parse_duration(key: &str, v: &str) -> Result<Duration, Error> {
 }
 
 impl NatsConfig {
-    /// Parses `nats://[user:pass@]host:port[,host:port][?stream=S&prefix=P&storage=file|memory
-    /// &duplicate_window=2m&max_age=7d&ack_wait=30s&max_deliver=100&max_ack_pending=10000
-    /// &request_timeout=5s&publish_timeout=30s]`. `tls://` is accepted too.
+    /// Parses `nats://[user:pass@]host:port[,host:port][?key=value&...]` (`tls://` too).
+    /// Keys: `stream`, `prefix` (or `subject_prefix`), `storage` (`file`|`memory`), `replicas`,
+    /// `duplicate_window`, `max_age`, `max_bytes`, `ack_wait`, `max_deliver` (0 = no limit),
+    /// `max_ack_pending`, `connect_timeout`, `reconnect_delay_max`, `request_timeout`,
+    /// `publish_timeout`, `name`;
+    /// durations as `500ms`, `30s`, `2m`, `1h`, `7d`. An unknown key is a `Config` error.
     pub fn from_url(url: &str) -> Result<Self, Error> {
         let redacted = longshore_core::url::redact_url(url);
         if !(url.starts_with("nats://") || url.starts_with("tls://")) {
@@ -156,6 +165,7 @@ impl NatsConfig {
                 }
                 "max_ack_pending" => config.max_ack_pending = int(v)?,
                 "connect_timeout" => config.connect_timeout = parse_duration(k, v)?,
+                "reconnect_delay_max" => config.reconnect_delay_max = parse_duration(k, v)?,
                 "request_timeout" => config.request_timeout = parse_duration(k, v)?,
                 "publish_timeout" => config.publish_timeout = parse_duration(k, v)?,
                 "name" => config.connection_name = Some(v.to_string()),
@@ -239,6 +249,66 @@ impl NatsConfig {
     }
 }
 
+/// Credentials found in a NATS URL.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Auth {
+    None,
+    UserPassword(String, String),
+    Token(String),
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            let hex = |b: u8| char::from(b).to_digit(16);
+            if let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Splits `nats://user:pass@h1:4222,h2:4222` into the server list without credentials and
+/// the credentials. async-nats reads neither from one string: it takes a URL's credentials
+/// only from its options, and a string with commas is not a server list to it ("failed to
+/// parse server or server list"). A server written without a scheme takes the first one's
+/// (`tls://a:4222,b:4222` is two TLS servers).
+pub(crate) fn split_credentials(url: &str) -> (Vec<String>, Auth) {
+    let mut auth = Auth::None;
+    let mut servers = Vec::new();
+    let mut first_scheme = None;
+    for part in url.split(',') {
+        let (scheme, rest) = match part.find("://") {
+            Some(i) => (&part[..i + 3], &part[i + 3..]),
+            None => (*first_scheme.get_or_insert("nats://"), part),
+        };
+        first_scheme.get_or_insert(scheme);
+        let rest = match rest.rfind('@') {
+            Some(at) => {
+                let userinfo = &rest[..at];
+                if auth == Auth::None {
+                    auth = match userinfo.split_once(':') {
+                        Some((u, p)) => Auth::UserPassword(percent_decode(u), percent_decode(p)),
+                        None => Auth::Token(percent_decode(userinfo)),
+                    };
+                }
+                &rest[at + 1..]
+            }
+            None => rest,
+        };
+        servers.push(format!("{scheme}{rest}"));
+    }
+    (servers, auth)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -254,6 +324,9 @@ mod tests {
         assert_eq!(c.duplicate_window, Duration::from_secs(300));
         assert_eq!(c.max_deliver, Some(7));
         assert_eq!(c.storage, Storage::Memory);
+        assert_eq!(c.reconnect_delay_max, Duration::from_millis(250));
+        let quick = NatsConfig::from_url("nats://h?reconnect_delay_max=2s").expect("parse");
+        assert_eq!(quick.reconnect_delay_max, Duration::from_secs(2));
         assert_eq!(c.url.expose(), "nats://u:s3cret@127.0.0.1:4222");
         assert!(!format!("{c:?}").contains("s3cret"));
         assert_eq!(c.effective_stream_subjects(), vec!["app.events.>"]);
@@ -265,5 +338,29 @@ mod tests {
         assert!(NatsConfig::from_url("nats://h?ack_wait=abc").is_err());
         let e = NatsConfig::from_url("nats://u:s3cret@h?bogus=1").expect_err("bogus");
         assert!(!e.to_string().contains("s3cret"));
+    }
+
+    #[test]
+    fn credentials_come_out_of_the_url() {
+        let list = |s: &[&str]| s.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            split_credentials("nats://app:p%40ss@h:4222,h2:4222"),
+            (
+                list(&["nats://h:4222", "nats://h2:4222"]),
+                Auth::UserPassword("app".into(), "p@ss".into())
+            )
+        );
+        assert_eq!(
+            split_credentials("nats://tok@h:4222"),
+            (list(&["nats://h:4222"]), Auth::Token("tok".into()))
+        );
+        assert_eq!(
+            split_credentials("nats://h:4222"),
+            (list(&["nats://h:4222"]), Auth::None)
+        );
+        assert_eq!(
+            split_credentials("tls://a:4222,b:4222,nats://c:4222").0,
+            list(&["tls://a:4222", "tls://b:4222", "nats://c:4222"])
+        );
     }
 }

@@ -2,9 +2,17 @@
 
 use std::time::Duration;
 
+use async_nats::jetstream;
 use longshore_core::Error;
 
-pub(crate) const BACKEND: &str = "nats";
+use crate::BACKEND;
+
+/// JetStream error code: consumer not found.
+pub(crate) const CONSUMER_NOT_FOUND: u64 = 10014;
+/// JetStream error code: stream name already in use (created concurrently).
+pub(crate) const STREAM_NAME_IN_USE: u64 = 10058;
+/// JetStream error code: stream not found.
+pub(crate) const STREAM_NOT_FOUND: u64 = 10059;
 
 /// What went wrong talking to NATS. Converted into [`longshore_core::Error`] at the ports.
 #[derive(Debug, thiserror::Error)]
@@ -94,5 +102,14 @@ impl From<NatsError> for Error {
                 }
             }
         }
+    }
+}
+
+/// The server's answer to JetStream API call `operation` as a [`NatsError::Api`].
+pub(crate) fn api_error(operation: &'static str, e: &jetstream::Error) -> NatsError {
+    NatsError::Api {
+        operation,
+        code: e.error_code().0,
+        description: e.to_string(),
     }
 }

@@ -1,6 +1,7 @@
 //! # longshore-nats
 //!
-//! The NATS JetStream adapter for longshore, on [`async_nats`].
+//! The NATS JetStream adapter for longshore, on [`async_nats`]: [`NatsBroker`] implements
+//! [`longshore_core::Broker`] for `nats://` and `tls://` URLs.
 //!
 //! - **Publishing** goes through JetStream only (never core NATS publish): every publish waits
 //!   for its PubAck; `Nats-Msg-Id` is the message id, so a retried publish (after a PubAck
@@ -23,10 +24,10 @@
 //! ```no_run
 //! # async fn demo() -> Result<(), longshore_core::Error> {
 //! use futures::StreamExt;
-//! use longshore_core::{Message, Publisher, Subscriber, Subscription};
-//! use longshore_nats::{NatsBroker, NatsConfig};
+//! use longshore_core::{Broker, Message, Subscription};
+//! use longshore_nats::NatsBroker;
 //!
-//! let broker = NatsBroker::connect(NatsConfig::from_url("nats://127.0.0.1:4222")?).await?;
+//! let broker = NatsBroker::connect_url("nats://127.0.0.1:4222").await?;
 //! let (publisher, subscriber) = (broker.publisher(), broker.subscriber());
 //! let mut deliveries = subscriber
 //!     .subscribe(&Subscription::new("billing", ["orders.#"]))
@@ -35,25 +36,45 @@
 //! if let Some(Ok(delivery)) = deliveries.next().await {
 //!     delivery.ack().await?;
 //! }
+//! broker.close().await?;
 //! # Ok(())
 //! # }
 //! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+// Laid out on the adapter template: config, client (the shared connection), broker (the
+// handle), publisher, subscriber, acker, mapping, health, error. Beside them: `confirm` (the
+// PubAck pipeline publishers and dead letters share), `durable` (a subscription's durable
+// consumer) and `puller` (one consumer's pull loop).
+mod acker;
 mod broker;
+mod client;
 mod config;
+mod confirm;
+mod durable;
 mod error;
 mod health;
+mod mapping;
 mod publisher;
-mod subject;
+mod puller;
 mod subscriber;
 
-pub use broker::{NatsBroker, HEADER_HEADROOM};
+pub use broker::NatsBroker;
+pub use client::HEADER_HEADROOM;
 pub use config::{NatsConfig, Storage};
 pub use error::NatsError;
-pub use publisher::{NatsPublisher, HEADER_ID, HEADER_KEY, NATS_MSG_ID};
+pub use mapping::{HEADER_ID, HEADER_KEY, NATS_MSG_ID};
+pub use publisher::NatsPublisher;
 pub use subscriber::NatsSubscriber;
 
 /// The client crate, for settings the adapter does not cover.
 pub use async_nats;
+
+/// Backend name used in errors, health and capabilities.
+pub const BACKEND: &str = "nats";
+
+// `cargo test --doc` compiles the README's example.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -2,12 +2,15 @@
 
 mod common;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
-use longshore_core::subscriber::{HEADER_DLQ_ATTEMPTS, HEADER_DLQ_REASON};
-use longshore_core::{Message, Publisher, Subscriber, Subscription};
-use longshore_testkit::{drain_ids, expect_quiet, recv, Names};
+use longshore_core::memory::MemoryInbox;
+use longshore_core::{Broker, Consumer, Event, EventPublisher, Message, Subscription};
+use longshore_core::{HEADER_DLQ_ATTEMPTS, HEADER_DLQ_REASON};
+use longshore_testkit::runtime::OrderCreated;
+use longshore_testkit::{drain_ids, expect_quiet, recv, within, Names};
 
 /// Messages stored on `subject` in the test stream.
 async fn stored(broker: &longshore_nats::NatsBroker, topic: &str) -> u64 {
@@ -168,4 +171,57 @@ async fn dropped_delivery_comes_back_promptly() {
         started.elapsed()
     );
     again.ack().await.expect("ack");
+}
+
+fn created(i: u64) -> Event {
+    Event::from_typed(&OrderCreated {
+        order_id: format!("o-{i}"),
+        total_cents: 100 * i,
+    })
+    .expect("encode")
+}
+
+/// The runtime over a deduplicating broker: a republished event id is dropped by JetStream
+/// before any inbox sees it, so every event is handled once and the inbox counts no duplicate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn jetstream_dedup_drops_a_republished_id() {
+    let Some(broker) = common::broker_with(common::config()).await else {
+        return;
+    };
+    assert!(broker.capabilities().dedup_window);
+    let n = Names::new();
+    let topic = n.topic("inbox");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let consumer = Consumer::new(
+        broker.subscriber(),
+        Subscription::new(n.sub("inbox"), [topic.clone()]),
+    )
+    .concurrency(1)
+    .inbox(Arc::new(MemoryInbox::new(1000)))
+    .on(move |e: OrderCreated, _| {
+        let tx = tx.clone();
+        async move {
+            let _ = tx.send(e.order_id);
+            Ok(())
+        }
+    })
+    .start()
+    .await
+    .expect("start");
+    let publisher = EventPublisher::new(broker.publisher());
+    let dup = created(1);
+    publisher.publish_to(&topic, &dup).await.expect("publish");
+    publisher
+        .publish_to(&topic, &dup)
+        .await
+        .expect("publish duplicate");
+    publisher
+        .publish_to(&topic, &created(2))
+        .await
+        .expect("publish");
+    assert_eq!(within("first", rx.recv()).await.as_deref(), Some("o-1"));
+    assert_eq!(within("second", rx.recv()).await.as_deref(), Some("o-2"));
+    let stats = consumer.shutdown(Duration::from_secs(10)).await;
+    assert_eq!((stats.acked, stats.duplicates), (2, 0));
+    assert!(rx.try_recv().is_err(), "duplicate was handled twice");
 }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use longshore_core::{Error, Message, Publisher};
+use longshore_core::{Broker, Error, Message};
 use longshore_nats::{NatsBroker, NatsConfig};
 
 fn nats_server() -> Option<PathBuf> {

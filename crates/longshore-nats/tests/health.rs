@@ -6,7 +6,7 @@ mod common;
 use std::time::Duration;
 
 use async_nats::jetstream::stream;
-use longshore_core::{Error, Publisher, Subscriber, Subscription};
+use longshore_core::{Broker, Error, Subscription};
 use longshore_testkit::{lag_reaches, message, recv_n, Names};
 
 #[tokio::test]
@@ -26,7 +26,7 @@ async fn lag_counts_pending_and_unacknowledged_messages() {
         .publish_batch(&topic, (0..7).map(message).collect())
         .await
         .expect("publish");
-    lag_reaches(&subscriber, &sub.name, 7).await;
+    lag_reaches(subscriber.as_ref(), &sub.name, 7).await;
 
     let mut stream = subscriber
         .subscribe(&sub.clone().with_prefetch(10))
@@ -34,14 +34,14 @@ async fn lag_counts_pending_and_unacknowledged_messages() {
         .expect("subscribe");
     let deliveries = recv_n(&mut stream, 7).await;
     // Delivered, not acknowledged: still counted (num_ack_pending).
-    lag_reaches(&subscriber, &sub.name, 7).await;
+    lag_reaches(subscriber.as_ref(), &sub.name, 7).await;
     for (i, d) in deliveries.into_iter().enumerate() {
         d.ack().await.expect("ack");
         if i == 2 {
-            lag_reaches(&subscriber, &sub.name, 4).await;
+            lag_reaches(subscriber.as_ref(), &sub.name, 4).await;
         }
     }
-    lag_reaches(&subscriber, &sub.name, 0).await;
+    lag_reaches(subscriber.as_ref(), &sub.name, 0).await;
 }
 
 #[tokio::test]

@@ -31,7 +31,7 @@ pub fn init(config: OtelConfig) -> Result<OtelGuard, OtelError> {
     let trace_filter = parse_filter(config.trace_filter.as_deref().unwrap_or("info"))?;
     let log_filter = match config.log_filter.as_deref() {
         Some(filter) => parse_filter(filter)?,
-        None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        None => parse_filter(&std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()))?,
     };
     let otel = layer(provider.tracer(TRACER_NAME)).with_filter(trace_filter);
     let log = config
@@ -94,10 +94,14 @@ where
     tracing_opentelemetry::layer().with_tracer(tracer)
 }
 
+/// `filter` with the client libraries' frame-dumping targets capped (credentials never reach
+/// the log, see `longshore_core::observe::log_directives`).
 fn parse_filter(filter: &str) -> Result<EnvFilter, OtelError> {
-    EnvFilter::try_new(filter).map_err(|e| OtelError::Filter {
-        filter: filter.to_string(),
-        message: e.to_string(),
+    EnvFilter::try_new(longshore_core::observe::log_directives(filter)).map_err(|e| {
+        OtelError::Filter {
+            filter: filter.to_string(),
+            message: e.to_string(),
+        }
     })
 }
 

@@ -3,8 +3,8 @@
 //!
 //! `cargo run -p longshore-postgres --example outbox` (server at `DATABASE_URL`, default
 //! `postgres://postgres@127.0.0.1:5432/test`).
-use longshore_core::{Event, EventStore, ExpectedVersion, OutboxRelay, Publisher};
-use longshore_postgres::{PgBroker, PgConfig};
+use longshore_core::{Broker, Event, EventStore, ExpectedVersion, OutboxRelay};
+use longshore_postgres::{sqlx, PgBroker};
 use std::sync::Arc;
 
 #[tokio::main]
@@ -12,20 +12,18 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let url = std::env::var("DATABASE_URL")
         .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/test".into())
         + "?schema=orders";
-    // `schema` (default `longshore`) holds every table; migrations run on connect.
-    let config = PgConfig::from_url(&url)?;
-    let broker = PgBroker::connect(config).await?;
-    let store = broker.store().await?;
+    // One URL, one pool: the queue, the store, the outbox and the inbox all use it.
+    // Migrations run on connect.
+    let broker = PgBroker::connect_url(&url).await?;
+    let store = broker.store();
 
     // A service's own write, its event and the outbox row commit in one transaction.
     let order = uuid::Uuid::now_v7().to_string();
     let mut uow = store.begin().await?;
-    longshore_postgres::sqlx::query(
-        "CREATE TABLE IF NOT EXISTS orders.orders (id text PRIMARY KEY)",
-    )
-    .execute(uow.connection())
-    .await?;
-    longshore_postgres::sqlx::query("INSERT INTO orders.orders (id) VALUES ($1)")
+    sqlx::query("CREATE TABLE IF NOT EXISTS orders.orders (id text PRIMARY KEY)")
+        .execute(uow.connection())
+        .await?;
+    sqlx::query("INSERT INTO orders.orders (id) VALUES ($1)")
         .bind(&order)
         .execute(uow.connection())
         .await?;
@@ -37,8 +35,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     uow.commit().await?;
 
     // The relay moves outbox rows to any publisher (here: the Postgres queue itself).
-    let publisher: Arc<dyn Publisher> = Arc::new(broker.publisher());
-    let relay = OutboxRelay::new("relay-1", Arc::new(store.clone()), publisher);
+    let relay = OutboxRelay::new("relay-1", Arc::new(store.clone()), broker.publisher());
     relay.run_once().await?;
 
     for recorded in store.read_all(0, 100).await? {
@@ -47,5 +44,6 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             recorded.position, recorded.stream_id, recorded.event.event_type
         );
     }
+    broker.close().await?;
     Ok(())
 }

@@ -179,12 +179,12 @@ impl PgConfig {
                 _ => passed.push(pair),
             }
         }
-        let url = if passed.is_empty() {
+        let for_sqlx = if passed.is_empty() {
             base.to_string()
         } else {
             format!("{base}?{}", passed.join("&"))
         };
-        config.url = SecretUrl::new(url);
+        config.url = SecretUrl::rewritten(url, for_sqlx);
         // Fail early on what sqlx cannot parse, without echoing the URL.
         config.connect_options()?;
         Ok(config)

@@ -1,4 +1,5 @@
-//! Mapping sqlx errors onto longshore's typed errors.
+//! [`PgError`], what can go wrong in the adapter, and its mapping into longshore's typed
+//! errors ([`longshore_core::Error`] for the queue, [`StoreError`] for the store).
 //!
 //! SQLSTATE classes decide: `08` (connection), `57P0x` (server shutting down or the backend
 //! was terminated) and `53` (out of resources) are retryable connection problems; `28` and
@@ -6,15 +7,157 @@
 //! are transient conflicts. Unique violations (`23505`) are turned into
 //! [`StoreError::WrongExpectedVersion`] or [`StoreError::DuplicateEvent`] where they happen.
 
-use longshore_core::{Error, StoreError};
+use std::future::Future;
+use std::time::Duration;
+
+use longshore_core::{CodecError, Error, StoreError};
 
 use crate::BACKEND;
+
+/// An error of the Postgres adapter, before it becomes a [`longshore_core::Error`] or a
+/// [`StoreError`] (see the `From` impls). Messages never contain the URL: sqlx's server errors
+/// carry the server's message only, and connection errors are I/O errors.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PgError {
+    /// A query, a connection or the pool failed.
+    #[error(transparent)]
+    Sqlx(#[from] sqlx::Error),
+    /// Applying the embedded migrations to a schema failed. Not retryable.
+    #[error("migrating schema {schema:?}: {source}")]
+    Migrate {
+        /// The schema being migrated.
+        schema: String,
+        /// What sqlx's migrator said.
+        #[source]
+        source: sqlx::migrate::MigrateError,
+    },
+    /// A message's headers could not be written as JSON. Not retryable.
+    #[error("encoding message headers: {0}")]
+    EncodeHeaders(#[source] serde_json::Error),
+    /// A stored row's headers are not a JSON object of strings (a codec error).
+    #[error("stored headers: {0}")]
+    StoredHeaders(#[source] serde_json::Error),
+    /// A stored queue or outbox row is not a message as longshore writes them (another writer
+    /// of the table put it there): a codec error naming what was wrong.
+    #[error("undecodable stored message: {0}")]
+    StoredMessage(String),
+}
+
+impl PgError {
+    /// SQLSTATE of a database error, if the error came from the server.
+    pub fn sqlstate(&self) -> Option<String> {
+        match self {
+            PgError::Sqlx(e) => sqlstate(e),
+            _ => None,
+        }
+    }
+}
 
 /// SQLSTATE of a database error, if the error came from the server.
 pub(crate) fn sqlstate(e: &sqlx::Error) -> Option<String> {
     match e {
         sqlx::Error::Database(db) => db.code().map(|c| c.into_owned()),
         _ => None,
+    }
+}
+
+/// Whether `e` means the statement's connection was lost: the server ended the session
+/// (`57P01` after `pg_terminate_backend`, `57P02` crash shutdown, `57P03` not accepting
+/// connections yet, class `08` connection exceptions) or the socket or protocol broke. The
+/// statement never ran, was rolled back with its session, or (only if the reply to its
+/// COMMIT was lost) committed. A pool timeout and a closed pool are not lost connections: a
+/// second wait would not help.
+pub(crate) fn connection_lost(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(_) => sqlstate(e).is_some_and(|code| {
+            code.starts_with("08") || matches!(code.as_str(), "57P01" | "57P02" | "57P03")
+        }),
+        _ => false,
+    }
+}
+
+/// An error that can tell whether it is a [`connection_lost`] error.
+pub(crate) trait LostConnection: std::fmt::Display {
+    /// Whether the statement's connection was lost.
+    fn lost_connection(&self) -> bool;
+}
+
+impl LostConnection for sqlx::Error {
+    fn lost_connection(&self) -> bool {
+        connection_lost(self)
+    }
+}
+
+impl LostConnection for PgError {
+    fn lost_connection(&self) -> bool {
+        matches!(self, PgError::Sqlx(e) if connection_lost(e))
+    }
+}
+
+impl LostConnection for Error {
+    fn lost_connection(&self) -> bool {
+        match self {
+            Error::Connection {
+                source: Some(source),
+                ..
+            } => source
+                .downcast_ref::<sqlx::Error>()
+                .is_some_and(connection_lost),
+            _ => false,
+        }
+    }
+}
+
+impl LostConnection for StoreError {
+    fn lost_connection(&self) -> bool {
+        matches!(self, StoreError::Backend(e) if e.lost_connection())
+    }
+}
+
+/// How many times [`retry_lost`] tries a statement whose connection was lost.
+pub(crate) const LOST_CONNECTION_TRIES: u32 = 5;
+
+/// The pause before the first retry; it doubles for each further one (25, 50, 100, 200 ms).
+const LOST_CONNECTION_PAUSE: Duration = Duration::from_millis(25);
+
+/// Runs one statement (or one short transaction), and again (at most
+/// [`LOST_CONNECTION_TRIES`] times in all, after a short pause that doubles) while its
+/// connection was lost ([`connection_lost`]): the pool tests an idle connection before handing
+/// it out, so the next try normally runs on a live one. Every statement path of the adapter
+/// goes through here, so a terminated pooled connection costs a retry, not an error, as it
+/// does on the other brokers.
+///
+/// Why more than one retry, with pauses: when the server terminates connections in sweeps (a
+/// failover, an operator's `pg_terminate_backend` loop), the pool's other idle connections and
+/// a connection still starting up (a backend signalled during its startup dies at its first
+/// statement) fail in the same sweep; a pause lets the sweep pass. The tests terminate every
+/// connection of the pool every 200 ms, with new connections taking ~90 ms to open.
+///
+/// `op` gets `true` on a retry. Every statement retried must be idempotent when an earlier
+/// try committed and only the reply was lost: settling and claiming only touch rows still
+/// leased or claimed as before, an append finds its own events and succeeds, and a publish's
+/// retry skips subscriptions that already hold a row with the message's id (see
+/// `QueueSql::publish_retry`).
+pub(crate) async fn retry_lost<T, E, F, Fut>(what: &'static str, mut op: F) -> Result<T, E>
+where
+    E: LostConnection,
+    F: FnMut(bool) -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    let mut tries = 1;
+    let mut pause = LOST_CONNECTION_PAUSE;
+    loop {
+        match op(tries > 1).await {
+            Err(e) if tries < LOST_CONNECTION_TRIES && e.lost_connection() => {
+                tracing::debug!(what, tries, error = %e, "connection lost; trying again on another");
+                tokio::time::sleep(pause).await;
+                pause *= 2;
+                tries += 1;
+            }
+            done => return done,
+        }
     }
 }
 
@@ -26,10 +169,41 @@ pub(crate) fn constraint(e: &sqlx::Error) -> Option<String> {
     }
 }
 
-/// Converts a sqlx error into a port error. Messages never contain the URL: sqlx's server
-/// errors carry the server's message only, and connection errors are I/O errors.
-pub fn map_error(e: sqlx::Error) -> Error {
-    let code = sqlstate(&e);
+impl From<PgError> for Error {
+    fn from(e: PgError) -> Self {
+        match e {
+            PgError::Sqlx(e) => from_sqlx(e),
+            PgError::Migrate { .. } | PgError::EncodeHeaders(_) => Error::Backend {
+                backend: BACKEND,
+                message: e.to_string(),
+                retryable: false,
+                source: Some(Box::new(e)),
+            },
+            PgError::StoredHeaders(_) | PgError::StoredMessage(_) => {
+                Error::Codec(CodecError::Malformed(e.to_string()))
+            }
+        }
+    }
+}
+
+/// Serialization failures and deadlocks become [`StoreError::Conflict`], unreadable stored
+/// headers a codec error, everything else [`StoreError::Backend`].
+impl From<PgError> for StoreError {
+    fn from(e: PgError) -> Self {
+        match e.sqlstate().as_deref() {
+            Some("40001") | Some("40P01") => StoreError::Conflict(e.to_string()),
+            _ => match e {
+                PgError::StoredHeaders(_) | PgError::StoredMessage(_) => {
+                    StoreError::Codec(CodecError::Malformed(e.to_string()))
+                }
+                other => StoreError::Backend(other.into()),
+            },
+        }
+    }
+}
+
+/// The classification by error kind and SQLSTATE described in the module docs.
+fn from_sqlx(e: sqlx::Error) -> Error {
     match e {
         sqlx::Error::Io(_)
         | sqlx::Error::Tls(_)
@@ -44,40 +218,34 @@ pub fn map_error(e: sqlx::Error) -> Error {
         sqlx::Error::Configuration(_) => {
             Error::Config(format!("{BACKEND}: invalid connection settings"))
         }
-        sqlx::Error::Database(_) => {
-            let code = code.unwrap_or_default();
-            let message = e.to_string();
-            if code.starts_with("28") || code == "42501" {
-                Error::Unauthorized {
-                    backend: BACKEND,
-                    message,
-                }
-            } else if code.starts_with("08") || code.starts_with("57P") || code.starts_with("53") {
-                Error::Connection {
-                    backend: BACKEND,
-                    message,
-                    source: Some(Box::new(e)),
-                }
-            } else {
-                let retryable = matches!(code.as_str(), "40001" | "40P01" | "55P03");
-                Error::Backend {
-                    backend: BACKEND,
-                    message,
-                    retryable,
-                    source: Some(Box::new(e)),
-                }
-            }
-        }
+        sqlx::Error::Database(_) => from_database(e),
         other => Error::backend(BACKEND, false, other),
     }
 }
 
-/// Converts a sqlx error into a store error: serialization failures and deadlocks become
-/// [`StoreError::Conflict`], everything else [`StoreError::Backend`].
-pub fn map_store_error(e: sqlx::Error) -> StoreError {
-    match sqlstate(&e).as_deref() {
-        Some("40001") | Some("40P01") => StoreError::Conflict(e.to_string()),
-        _ => StoreError::Backend(map_error(e)),
+/// A server error, by its SQLSTATE.
+fn from_database(e: sqlx::Error) -> Error {
+    let code = sqlstate(&e).unwrap_or_default();
+    let message = e.to_string();
+    if code.starts_with("28") || code == "42501" {
+        Error::Unauthorized {
+            backend: BACKEND,
+            message,
+        }
+    } else if code.starts_with("08") || code.starts_with("57P") || code.starts_with("53") {
+        Error::Connection {
+            backend: BACKEND,
+            message,
+            source: Some(Box::new(e)),
+        }
+    } else {
+        let retryable = matches!(code.as_str(), "40001" | "40P01" | "55P03");
+        Error::Backend {
+            backend: BACKEND,
+            message,
+            retryable,
+            source: Some(Box::new(e)),
+        }
     }
 }
 
@@ -85,18 +253,34 @@ pub fn map_store_error(e: sqlx::Error) -> StoreError {
 mod tests {
     use super::*;
 
+    fn core(e: sqlx::Error) -> Error {
+        PgError::from(e).into()
+    }
+
     #[test]
     fn io_is_retryable_connection() {
-        let e = map_error(sqlx::Error::Io(std::io::Error::new(
+        let e = core(sqlx::Error::Io(std::io::Error::new(
             std::io::ErrorKind::ConnectionRefused,
             "refused",
         )));
         assert!(matches!(e, Error::Connection { .. }));
         assert!(e.is_retryable());
-        assert!(!map_error(sqlx::Error::RowNotFound).is_retryable());
-        assert!(matches!(
-            map_error(sqlx::Error::PoolClosed),
-            Error::Closed(_)
-        ));
+        assert!(!core(sqlx::Error::RowNotFound).is_retryable());
+        assert!(matches!(core(sqlx::Error::PoolClosed), Error::Closed(_)));
+    }
+
+    #[test]
+    fn stored_headers_are_a_codec_error() {
+        let bad = serde_json::from_str::<u8>("x").unwrap_err();
+        let store: StoreError = PgError::StoredHeaders(bad).into();
+        assert!(
+            matches!(store, StoreError::Codec(CodecError::Malformed(ref m)) if m.starts_with("stored headers")),
+            "{store:?}"
+        );
+        let store: StoreError = PgError::from(sqlx::Error::PoolTimedOut).into();
+        assert!(
+            matches!(store, StoreError::Backend(Error::Connection { .. })),
+            "{store:?}"
+        );
     }
 }

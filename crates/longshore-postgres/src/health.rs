@@ -2,14 +2,14 @@
 
 use std::time::Duration;
 
-use longshore_core::observe::Health;
 use longshore_core::Error;
+use longshore_core::Health;
 use sqlx::postgres::PgPool;
 use sqlx::{AssertSqlSafe, Postgres, Row};
 
 use crate::config::PgConfig;
-use crate::error::map_error;
-use crate::store::MIGRATOR;
+use crate::error::PgError;
+use crate::migrate::MIGRATOR;
 use crate::BACKEND;
 
 /// A health check answers quickly even with the server gone: it never waits longer than this
@@ -54,7 +54,9 @@ pub(crate) async fn check(
                 .with_topology(false)
                 .with_detail(format!("schema {:?} is not migrated: {e}", schema.name()))
         }
-        Ok(Err(e)) => return Health::down(BACKEND, format!("{url}: {}", map_error(e))),
+        Ok(Err(e)) => {
+            return Health::down(BACKEND, format!("{url}: {}", Error::from(PgError::from(e))))
+        }
         Ok(Ok(row)) => row,
     };
     let tables: bool = row.try_get("tables").unwrap_or(false);
@@ -93,8 +95,8 @@ pub(crate) async fn lag(
         .bind(subscription)
         .fetch_one(pool)
         .await
-        .map_err(map_error)?;
-    let known: bool = row.try_get("known").map_err(map_error)?;
+        .map_err(PgError::from)?;
+    let known: bool = row.try_get("known").map_err(PgError::from)?;
     if !known {
         return Err(Error::InvalidName {
             kind: "subscription",
@@ -102,6 +104,6 @@ pub(crate) async fn lag(
             reason: "no such subscription: subscribe or ensure_subscription creates it",
         });
     }
-    let waiting: i64 = row.try_get("waiting").map_err(map_error)?;
+    let waiting: i64 = row.try_get("waiting").map_err(PgError::from)?;
     Ok(u64::try_from(waiting).unwrap_or(0))
 }

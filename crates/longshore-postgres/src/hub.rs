@@ -87,7 +87,8 @@ impl Hub {
         self.shutdown.notify_one();
     }
 
-    fn wake_everyone(&self) {
+    /// Wakes every waiter (after a reconnect, or when the broker closes).
+    pub(crate) fn wake_everyone(&self) {
         self.all.notify_waiters();
         for n in lock(&self.state).keyed.values() {
             n.notify_waiters();

@@ -6,7 +6,7 @@ use sqlx::postgres::PgPool;
 use sqlx::{AssertSqlSafe, PgConnection, Postgres, SqlSafeStr, SqlStr};
 
 use crate::config::Schema;
-use crate::error::map_store_error;
+use crate::error::PgError;
 
 /// A Postgres [`Inbox`]. Use [`PgInbox::process_once`] inside the handler's transaction so
 /// that the handler's writes and the inbox row commit together: a redelivered message then
@@ -79,7 +79,7 @@ impl PgInbox {
             .bind(message_id)
             .execute(conn)
             .await
-            .map_err(map_store_error)?;
+            .map_err(PgError::from)?;
         Ok(r.rows_affected() == 1)
     }
 }
@@ -93,7 +93,7 @@ impl Inbox for PgInbox {
             .bind(message_id)
             .fetch_one(&self.pool)
             .await
-            .map_err(map_store_error)
+            .map_err(|e| PgError::from(e).into())
     }
 
     async fn mark_processed(&self, consumer: &str, message_id: &str) -> Result<bool, StoreError> {
@@ -103,7 +103,7 @@ impl Inbox for PgInbox {
             .bind(message_id)
             .execute(&self.pool)
             .await
-            .map_err(map_store_error)?;
+            .map_err(PgError::from)?;
         Ok(r.rows_affected() == 1)
     }
 }

@@ -8,12 +8,16 @@
 //!   transaction.
 //! - [`PgInbox`]: [`longshore_core::Inbox`], and [`PgInbox::process_once`] inside the handler's
 //!   transaction.
-//! - [`PgBroker`]: [`longshore_core::Publisher`] / [`longshore_core::Subscriber`] on tables, so a
-//!   small service can use Postgres as its only broker.
+//! - [`PgBroker`]: [`longshore_core::Broker`] for `postgres://` and `postgresql://` URLs, with
+//!   [`longshore_core::Publisher`] / [`longshore_core::Subscriber`] on tables, so a small service
+//!   can use Postgres as its only broker. One URL opens one pool: the broker's
+//!   [`PgBroker::store`] (and `Broker::stores`) share it.
 //!
-//! All tables live in one schema ([`PgConfig::schema`], default `longshore`), created and
-//! migrated by [`migrate`] (embedded with `sqlx::migrate!`). Schema names are validated
-//! (`[a-z_][a-z0-9_]{0,39}`) and always double-quoted; every value is a bound parameter.
+//! All tables live in one schema ([`PgConfig::schema`], URL `?schema=`, default `longshore`),
+//! created and migrated by [`migrate`] (embedded with `sqlx::migrate!`). The default schema is
+//! shared by every program using the same database: give each service its own. Schema names
+//! are validated (`[a-z_][a-z0-9_]{0,39}`) and always double-quoted; every value is a bound
+//! parameter.
 //!
 //! ## Ordering guarantee (`read_all`)
 //!
@@ -69,22 +73,52 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
-pub mod config;
-pub mod error;
+// Laid out on the adapter template: config, client (the one pool), broker (the handle),
+// publisher, subscriber, acker, mapping, health, error. Beside them: `lease` (a consumer's
+// leases and heartbeat), `queue_sql`, `hub` (LISTEN/NOTIFY), `migrate`, and the event store
+// in `store` (the type), `append`, `read` (reading and catch-up), `outbox`, `unit_of_work`,
+// `store_sql`, and `inbox`.
+mod acker;
+mod append;
+mod broker;
+mod client;
+mod config;
+mod error;
+#[cfg(test)]
+mod fuzz;
 mod health;
 mod hub;
-pub mod inbox;
-pub mod queue;
-pub mod store;
+mod inbox;
+mod lease;
+mod mapping;
+mod migrate;
+mod outbox;
+mod publisher;
+mod queue_sql;
+mod read;
+mod store;
+mod store_sql;
+mod subscriber;
+mod unit_of_work;
 
-pub use config::{PgConfig, Schema};
-pub use error::{map_error, map_store_error};
+pub use broker::PgBroker;
+pub use config::{PgConfig, Schema, DEFAULT_SCHEMA, MAX_SCHEMA_LEN};
+pub use error::PgError;
 pub use inbox::PgInbox;
-pub use queue::{PgBroker, PgPublisher, PgSubscriber};
-pub use store::{migrate, PgStore, PgUnitOfWork, MAX_EVENTS_PER_TRANSACTION};
+pub use mapping::pattern_regex;
+pub use migrate::{migrate, MIGRATOR};
+pub use publisher::PgPublisher;
+pub use store::{PgStore, MAX_EVENTS_PER_TRANSACTION};
+pub use subscriber::PgSubscriber;
+pub use unit_of_work::PgUnitOfWork;
 
-/// Backend name used in errors and capabilities.
+/// Backend name used in errors, health and capabilities.
 pub const BACKEND: &str = "postgres";
 
 /// Re-exported so services use the same sqlx version for their own queries.
 pub use sqlx;
+
+// `cargo test --doc` compiles the README's example.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;

@@ -1,30 +1,19 @@
 //! The whole conformance suite against the PostgreSQL server at `DATABASE_URL`: every test gets
-//! its own schema.
+//! its own schema (the broker's through `?schema=` in its URL).
 
 mod common;
 
 use std::sync::Arc;
 
 use longshore_core::async_trait;
-use longshore_core::{EventStore, Inbox, Outbox, Publisher, Subscriber};
-use longshore_postgres::PgBroker;
-use longshore_testkit::{BrokerFactory, StoreFactory};
+use longshore_core::{EventStore, Inbox, Outbox};
+use longshore_testkit::StoreFactory;
 
-struct Broker(PgBroker);
-
-#[async_trait]
-impl BrokerFactory for Broker {
-    async fn publisher(&self) -> Arc<dyn Publisher> {
-        Arc::new(self.0.publisher())
-    }
-    async fn subscriber(&self) -> Arc<dyn Subscriber> {
-        Arc::new(self.0.subscriber())
-    }
-}
-
-async fn broker() -> Option<Broker> {
-    common::broker().await.map(Broker)
-}
+longshore_testkit::conformance!(
+    longshore_postgres::PgBroker,
+    common::fresh_schema_url(),
+    raw: common::raw::raw
+);
 
 /// Holds the watermark lock shared for the whole test (see `common::watermark_shared`).
 struct Store(#[allow(dead_code)] common::WatermarkGuard);
@@ -50,6 +39,4 @@ async fn store() -> Option<Store> {
     Some(Store(common::watermark_shared().await))
 }
 
-longshore_testkit::broker_conformance!(broker);
-longshore_testkit::runtime_conformance!(broker);
 longshore_testkit::store_conformance!(store);

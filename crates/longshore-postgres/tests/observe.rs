@@ -4,7 +4,7 @@ mod common;
 
 use std::time::Duration;
 
-use longshore_core::{Error, Publisher, Subscriber, Subscription};
+use longshore_core::{Broker, Error, Subscription};
 use longshore_postgres::{sqlx, PgBroker, PgConfig};
 use longshore_testkit::{message, recv_n, Names};
 

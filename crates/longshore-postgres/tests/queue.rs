@@ -6,8 +6,8 @@ mod common;
 use std::time::Duration;
 
 use futures::StreamExt;
-use longshore_core::{EventStore, ExpectedVersion, Message, Publisher, Subscriber, Subscription};
-use longshore_postgres::queue::pattern_regex;
+use longshore_core::{Broker, EventStore, ExpectedVersion, Message, Subscription};
+use longshore_postgres::pattern_regex;
 use longshore_postgres::sqlx;
 use longshore_postgres::PgBroker;
 
@@ -148,7 +148,7 @@ async fn recovers_after_connections_are_terminated() {
     let app = format!("longshore-term-{}", &schema[schema.len() - 6..]);
     let config = common::config(&schema).with_application_name(&app);
     let broker = PgBroker::connect(config).await.expect("broker");
-    let store = broker.store().await.expect("store");
+    let store = broker.store();
     let publisher = broker.publisher();
     let subscriber = broker.subscriber();
     let sub = Subscription::new("survivor", ["t.#"]);

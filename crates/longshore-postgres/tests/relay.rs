@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use longshore_core::{
-    BatchError, Capabilities, Codec, Error, Event, EventStore, ExpectedVersion, JsonCodec, Message,
-    Outbox, OutboxRelay, Publisher, Subscriber, Subscription,
+    BatchError, Broker, Capabilities, Codec, Error, Event, EventStore, ExpectedVersion, JsonCodec,
+    Message, Outbox, OutboxRelay, Publisher, Subscription,
 };
 use longshore_postgres::sqlx;
-use longshore_postgres::{PgBroker, PgStore};
+use longshore_postgres::PgBroker;
 
 /// Set in the child process: the schema to relay.
 const CHILD_ENV: &str = "LONGSHORE_PG_RELAY_CHILD_SCHEMA";
@@ -76,12 +76,10 @@ async fn relay_child() {
     };
     let mut config = common::config(&schema).with_claim_lease(Duration::from_secs(2));
     config.migrate = false;
-    let store = PgStore::connect(config.clone()).await.expect("child store");
-    let broker = PgBroker::from_pool(store.pool().clone(), config)
-        .await
-        .expect("child broker");
+    let broker = PgBroker::connect(config).await.expect("child broker");
+    let store = broker.store();
     let publisher = HangingPublisher {
-        inner: Arc::new(broker.publisher()),
+        inner: broker.publisher(),
         sent: AtomicUsize::new(0),
         limit: HANG_AFTER,
     };
@@ -121,10 +119,8 @@ async fn relay_killed_mid_batch_loses_nothing() {
     }
     let schema = common::fresh_schema();
     let config = common::config(&schema).with_claim_lease(Duration::from_secs(2));
-    let store = PgStore::connect(config.clone()).await.expect("store");
-    let broker = PgBroker::from_pool(store.pool().clone(), config)
-        .await
-        .expect("broker");
+    let broker = PgBroker::connect(config).await.expect("broker");
+    let store = broker.store();
     let sink = Subscription::new("sink", ["events.#"]).with_prefetch(1000);
     let subscriber = broker.subscriber();
     subscriber.ensure_subscription(&sink).await.expect("ensure");
@@ -195,7 +191,7 @@ async fn relay_killed_mid_batch_loses_nothing() {
     let relay = OutboxRelay::new(
         "relay-restarted",
         Arc::new(store.clone()),
-        Arc::new(broker.publisher()),
+        broker.publisher(),
     )
     .batch_size(BATCH);
     within("the restarted relay to drain the outbox", async {
@@ -254,7 +250,7 @@ async fn relay_into_the_postgres_queue() {
         .await
         .expect("append");
     let outbox: Arc<dyn Outbox> = Arc::new(store.clone());
-    let publisher: Arc<dyn Publisher> = Arc::new(broker.publisher());
+    let publisher: Arc<dyn Publisher> = broker.publisher();
     let relay = OutboxRelay::new("relay-q", outbox.clone(), publisher).batch_size(10);
     let mut sent = 0;
     while sent < events.len() {

@@ -8,11 +8,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use futures::StreamExt;
-use longshore_core::catch_up::subscribe_all;
 use longshore_core::memory::MemoryBroker;
+use longshore_core::subscribe_all;
 use longshore_core::{
-    Codec, Event, EventStore, ExpectedVersion, Inbox, JsonCodec, Outbox, OutboxRelay, StoreError,
-    Subscriber, Subscription,
+    Broker, Codec, Event, EventStore, ExpectedVersion, Inbox, JsonCodec, Outbox, OutboxRelay,
+    StoreError, Subscription,
 };
 use longshore_postgres::sqlx;
 use longshore_postgres::PgStore;
@@ -485,8 +485,7 @@ async fn two_relays_never_double_send_and_keep_aggregate_order() {
     let outbox: Arc<dyn Outbox> = Arc::new(store.clone());
     let mut relays = Vec::new();
     for name in ["relay-a", "relay-b"] {
-        let relay =
-            OutboxRelay::new(name, outbox.clone(), Arc::new(broker.publisher())).batch_size(7);
+        let relay = OutboxRelay::new(name, outbox.clone(), broker.publisher()).batch_size(7);
         let outbox = outbox.clone();
         relays.push(tokio::spawn(async move {
             let mut sent = 0;

@@ -27,6 +27,27 @@ pub enum Unroutable {
     Accept,
 }
 
+/// The type of the queues a subscription declares (its queue and its `dlq.<name>` queue).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum QueueType {
+    /// Classic durable queues, declared with exactly the seed's arguments. The default.
+    #[default]
+    Classic,
+    /// Quorum queues (`x-queue-type: quorum`): Raft-replicated over the cluster's nodes, and
+    /// they count deliveries (`x-delivery-count`), so `Delivery::attempt` is exact.
+    Quorum,
+}
+
+impl QueueType {
+    /// The value of `x-queue-type` (and of the URL's `queue_type`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueType::Classic => "classic",
+            QueueType::Quorum => "quorum",
+        }
+    }
+}
+
 /// Settings of a [`RabbitBroker`](crate::RabbitBroker).
 ///
 /// `Debug` prints the URL with its password redacted.
@@ -38,6 +59,8 @@ pub struct RabbitConfig {
     pub exchange: String,
     /// What happens to a message no subscription matches.
     pub unroutable: Unroutable,
+    /// The type of every queue a subscription declares.
+    pub queue_type: QueueType,
     /// Limit for connecting (TCP, TLS, AMQP handshake), for each attempt.
     pub connect_timeout: Duration,
     /// How long one publish (or one batch) may take, reconnections and retries included.
@@ -58,6 +81,7 @@ impl Default for RabbitConfig {
             url: SecretUrl::new(DEFAULT_URL),
             exchange: DEFAULT_EXCHANGE.to_string(),
             unroutable: Unroutable::Error,
+            queue_type: QueueType::Classic,
             connect_timeout: Duration::from_secs(10),
             publish_timeout: Duration::from_secs(30),
             reconnect_initial: Duration::from_millis(100),
@@ -71,7 +95,8 @@ impl Default for RabbitConfig {
 impl RabbitConfig {
     /// Reads a URL. Besides lapin's own query parameters (`heartbeat`, `connection_timeout`,
     /// `frame_max`, `channel_max`, `auth_mechanism`) it understands `exchange=<name>` (the topic
-    /// exchange) and `unroutable=error|accept`, which are removed before the URL reaches lapin.
+    /// exchange), `unroutable=error|accept` and `queue_type=classic|quorum`, which are removed
+    /// before the URL reaches lapin.
     pub fn from_url(url: &str) -> Result<Self, Error> {
         let parsed = url::Url::parse(url).map_err(|_| {
             Error::Config(format!(
@@ -91,15 +116,21 @@ impl RabbitConfig {
             match k.as_ref() {
                 "exchange" => config.exchange = v.into_owned(),
                 "unroutable" => {
-                    config.unroutable = match v.as_ref() {
-                        "error" => Unroutable::Error,
-                        "accept" => Unroutable::Accept,
-                        other => {
-                            return Err(Error::Config(format!(
-                                "unroutable={other:?}: expected error or accept"
-                            )))
-                        }
-                    }
+                    config.unroutable = choice(
+                        "unroutable",
+                        &v,
+                        &[("error", Unroutable::Error), ("accept", Unroutable::Accept)],
+                    )?
+                }
+                "queue_type" => {
+                    config.queue_type = choice(
+                        "queue_type",
+                        &v,
+                        &[
+                            ("classic", QueueType::Classic),
+                            ("quorum", QueueType::Quorum),
+                        ],
+                    )?
                 }
                 _ => kept.push((k.into_owned(), v.into_owned())),
             }
@@ -109,7 +140,7 @@ impl RabbitConfig {
         if !kept.is_empty() {
             lapin_url.query_pairs_mut().extend_pairs(kept);
         }
-        config.url = SecretUrl::new(lapin_url.to_string());
+        config.url = SecretUrl::rewritten(url, lapin_url.to_string());
         config.validate()?;
         Ok(config)
     }
@@ -123,6 +154,12 @@ impl RabbitConfig {
     /// Sets what happens to messages no subscription matches.
     pub fn with_unroutable(mut self, unroutable: Unroutable) -> Self {
         self.unroutable = unroutable;
+        self
+    }
+
+    /// Sets the type of the queues subscriptions declare.
+    pub fn with_queue_type(mut self, queue_type: QueueType) -> Self {
+        self.queue_type = queue_type;
         self
     }
 
@@ -170,6 +207,18 @@ impl RabbitConfig {
     }
 }
 
+/// The option named `value` among `options`, or a config error listing them.
+fn choice<T: Copy>(key: &str, value: &str, options: &[(&str, T)]) -> Result<T, Error> {
+    options
+        .iter()
+        .find(|(name, _)| *name == value)
+        .map(|(_, option)| *option)
+        .ok_or_else(|| {
+            let names: Vec<&str> = options.iter().map(|(name, _)| *name).collect();
+            Error::Config(format!("{key}={value:?}: expected {}", names.join(" or ")))
+        })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -189,6 +238,10 @@ mod tests {
         let c = RabbitConfig::from_url("amqps://h/vh?unroutable=accept").expect("config");
         assert_eq!(c.unroutable, Unroutable::Accept);
         assert_eq!(c.exchange, DEFAULT_EXCHANGE);
+        assert_eq!(c.queue_type, QueueType::Classic);
+        let c = RabbitConfig::from_url("amqp://h/%2f?queue_type=quorum&heartbeat=5").expect("qq");
+        assert_eq!(c.queue_type, QueueType::Quorum);
+        assert_eq!(c.url.expose(), "amqp://h/%2f?heartbeat=5");
     }
 
     #[test]
@@ -199,6 +252,8 @@ mod tests {
         assert!(matches!(e, Error::InvalidName { .. }));
         let e = RabbitConfig::from_url("amqp://u:pw@h/?exchange=dlx").expect_err("reserved");
         assert!(!e.to_string().contains("pw"));
+        let e = RabbitConfig::from_url("amqp://u:pw@h/?queue_type=stream").expect_err("type");
+        assert!(matches!(e, Error::Config(_)), "{e}");
         let e = RabbitConfig::from_url("amqp://u:pw@[::1").expect_err("parse");
         assert!(!e.to_string().contains("pw"), "{e}");
     }

@@ -4,8 +4,7 @@ use lapin::protocol::{AMQPErrorKind, AMQPHardError, AMQPSoftError};
 use lapin::ErrorKind;
 use longshore_core::Error;
 
-/// Backend name used in errors and capabilities.
-pub const BACKEND: &str = "rabbitmq";
+use crate::BACKEND;
 
 /// What can go wrong with a single message in this adapter, before it becomes a
 /// [`longshore_core::Error`] (see the `From` impl for the mapping).

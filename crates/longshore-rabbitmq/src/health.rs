@@ -1,4 +1,4 @@
-//! Health of the shared connection and the lag of a subscription's queue.
+//! Health of the broker connection and the lag of a subscription's queue.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -12,9 +12,10 @@ use longshore_core::topic::validate_name;
 use longshore_core::{Error, Health};
 use tokio::time::Instant;
 
+use crate::client::Client;
 use crate::config::DEAD_LETTER_EXCHANGE;
-use crate::connection::Shared;
-use crate::error::{map_lapin, BACKEND};
+use crate::error::map_lapin;
+use crate::BACKEND;
 
 /// How long `health()` waits for a connection being re-opened: a readiness probe must answer
 /// quickly, and the re-opening goes on in the background when it takes longer.
@@ -23,21 +24,21 @@ const RECONNECT_WAIT: Duration = Duration::from_secs(2);
 /// How long the topology check and `lag()` may take (channel, declarations, close).
 const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 
-/// The health of `shared`'s connection as seen by a handle; `closed_handle` names the handle
+/// The health of `client`'s connection as seen by a handle; `closed_handle` names the handle
 /// when it was closed itself.
-pub(crate) async fn report(shared: &Arc<Shared>, closed_handle: Option<&str>) -> Health {
+pub(crate) async fn report(client: &Arc<Client>, closed_handle: Option<&str>) -> Health {
     if let Some(handle) = closed_handle {
         return Health::down(BACKEND, format!("{handle} is closed"));
     }
-    if shared.is_closed() {
+    if client.is_closed() {
         return Health::down(BACKEND, "rabbitmq broker handle is closed");
     }
-    if !shared.is_connected() {
-        if let Err(detail) = reopen(shared).await {
+    if !client.is_connected() {
+        if let Err(detail) = reopen(client).await {
             return Health::down(BACKEND, detail);
         }
     }
-    let checked = match tokio::time::timeout(CHECK_TIMEOUT, check_exchanges(shared)).await {
+    let checked = match tokio::time::timeout(CHECK_TIMEOUT, check_exchanges(client)).await {
         Ok(checked) => checked,
         Err(_) => Err(format!(
             "checking the exchanges took longer than {CHECK_TIMEOUT:?}"
@@ -46,7 +47,7 @@ pub(crate) async fn report(shared: &Arc<Shared>, closed_handle: Option<&str>) ->
     match checked {
         Ok(()) => Health::up(BACKEND),
         // The check failed because the connection went away meanwhile.
-        Err(detail) if !shared.is_connected() => Health::down(BACKEND, detail),
+        Err(detail) if !client.is_connected() => Health::down(BACKEND, detail),
         Err(detail) => Health::up(BACKEND).with_topology(false).with_detail(detail),
     }
 }
@@ -54,12 +55,12 @@ pub(crate) async fn report(shared: &Arc<Shared>, closed_handle: Option<&str>) ->
 /// Re-opens a dropped connection, as the next publish would, so that an idle service becomes
 /// ready again once the broker is back. The attempt runs in its own task (never cancelled
 /// half-way through the AMQP handshake), at most one at a time from health checks.
-async fn reopen(shared: &Arc<Shared>) -> Result<(), String> {
-    let not_connected = || format!("not connected to {}; reconnecting", shared.config.url);
-    if shared.health_probe.swap(true, Ordering::AcqRel) {
+async fn reopen(client: &Arc<Client>) -> Result<(), String> {
+    let not_connected = || format!("not connected to {}; reconnecting", client.config.url);
+    if client.health_probe.swap(true, Ordering::AcqRel) {
         return Err(not_connected());
     }
-    let probe = shared.clone();
+    let probe = client.clone();
     let attempt = tokio::spawn(async move {
         let result = probe.connection().await.map(|_| ());
         probe.health_probe.store(false, Ordering::Release);
@@ -75,10 +76,10 @@ async fn reopen(shared: &Arc<Shared>) -> Result<(), String> {
 /// Both exchanges longshore declares on every connection still exist (passive declarations
 /// on a short-lived channel; a missing one closes that channel with 404). Uses the current
 /// connection only: re-opening it is `reopen`'s job, never cancelled by a timeout.
-async fn check_exchanges(shared: &Shared) -> Result<(), String> {
-    let conn = shared
+async fn check_exchanges(client: &Client) -> Result<(), String> {
+    let conn = client
         .current()
-        .ok_or_else(|| format!("not connected to {}", shared.config.url))?;
+        .ok_or_else(|| format!("not connected to {}", client.config.url))?;
     let channel = conn
         .create_channel()
         .await
@@ -89,7 +90,7 @@ async fn check_exchanges(shared: &Shared) -> Result<(), String> {
         ..ExchangeDeclareOptions::default()
     };
     let exchanges = [
-        (shared.config.exchange.as_str(), ExchangeKind::Topic),
+        (client.config.exchange.as_str(), ExchangeKind::Topic),
         (DEAD_LETTER_EXCHANGE, ExchangeKind::Direct),
     ];
     for (name, kind) in exchanges {
@@ -109,10 +110,10 @@ async fn check_exchanges(shared: &Shared) -> Result<(), String> {
 }
 
 /// Messages ready in the subscription's queue (`queue.declare` passive `message_count`).
-pub(crate) async fn lag(shared: &Shared, subscription: &str) -> Result<Option<u64>, Error> {
+pub(crate) async fn lag(client: &Client, subscription: &str) -> Result<Option<u64>, Error> {
     validate_name("subscription", subscription)?;
     // Re-opens a dropped connection (bounded by its own deadline and `connect_timeout`).
-    let channel = shared.channel(Instant::now() + CHECK_TIMEOUT).await?;
+    let channel = client.channel(Instant::now() + CHECK_TIMEOUT).await?;
     let passive = QueueDeclareOptions {
         passive: true,
         ..QueueDeclareOptions::default()

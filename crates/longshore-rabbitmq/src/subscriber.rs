@@ -1,5 +1,5 @@
-//! Durable subscriptions: one queue per subscription with the seed's dead-letter arguments,
-//! one channel per consumer, manual acknowledgements, dead letters republished to `dlx`, and
+//! The subscriber port: one durable queue per subscription with the seed's dead-letter
+//! arguments, one channel per consumer, manual acknowledgements (see `acker`), and
 //! re-subscription after the connection drops.
 
 use std::sync::Arc;
@@ -7,39 +7,25 @@ use std::time::Duration;
 
 use futures::StreamExt;
 use lapin::options::{
-    BasicAckOptions, BasicCancelOptions, BasicConsumeOptions, BasicNackOptions, BasicQosOptions,
-    QueueBindOptions, QueueDeclareOptions,
+    BasicCancelOptions, BasicConsumeOptions, BasicQosOptions, QueueBindOptions, QueueDeclareOptions,
 };
-use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
+use lapin::types::FieldTable;
 use lapin::Channel;
-use longshore_core::subscriber::dead_letter_message;
 use longshore_core::{
-    async_trait, dead_letter_topic, Acker, Capabilities, DeadLetter, Delivery, DeliveryStream,
-    Error, Health, Message, Subscriber, Subscription,
+    async_trait, dead_letter_topic, Capabilities, Delivery, DeliveryStream, Error, Health,
+    Subscriber, Subscription,
 };
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::config::DEAD_LETTER_EXCHANGE;
-use crate::connection::{declare_exchanges, ConfirmChannel, Shared};
-use crate::convert;
-use crate::error::{map_lapin, BACKEND};
-use crate::publisher::Route;
-
-/// The queue arguments the seed's Python consumer declares, exactly: a Python service and
-/// longshore can declare the same queue without `PRECONDITION_FAILED`.
-pub fn queue_arguments(queue: &str) -> FieldTable {
-    let mut args = FieldTable::default();
-    args.insert(
-        ShortString::from("x-dead-letter-exchange"),
-        AMQPValue::LongString(LongString::from(DEAD_LETTER_EXCHANGE)),
-    );
-    args.insert(
-        ShortString::from("x-dead-letter-routing-key"),
-        AMQPValue::LongString(LongString::from(dead_letter_topic(queue).as_bytes())),
-    );
-    args
-}
+use crate::acker::{requeue, RabbitAcker};
+use crate::client::{capabilities, declare_exchanges, Client};
+use crate::config::{QueueType, DEAD_LETTER_EXCHANGE};
+use crate::confirm::ConfirmChannel;
+use crate::error::map_lapin;
+use crate::health;
+use crate::mapping::{self, dead_letter_queue_arguments, subscription_queue_arguments};
+use crate::BACKEND;
 
 /// What one subscription is on the broker. Names are validated before (`Subscription::validate`:
 /// queue ≤ 128 bytes, patterns ≤ 255), so converting them to AMQP short strings cannot fail.
@@ -48,22 +34,49 @@ struct Topology {
     patterns: Vec<String>,
     /// `dlq.<name>`: consume the dead-letter queue, bound to `dlx` only.
     dead_letter_queue: bool,
+    /// The type of the queue and of its dead-letter queue.
+    queue_type: QueueType,
 }
 
 impl Topology {
-    fn of(subscription: &Subscription) -> Self {
+    fn of(subscription: &Subscription, queue_type: QueueType) -> Self {
         Topology {
             queue: subscription.name.clone(),
             patterns: subscription.patterns.clone(),
             dead_letter_queue: subscription.is_dead_letter_queue(),
+            queue_type,
         }
     }
 
-    async fn declare_dead_letter_queue(channel: &Channel, dlq: &str) -> Result<(), Error> {
+    /// Declares one durable queue. A queue that exists with other arguments or another type
+    /// is refused by the broker (`PRECONDITION_FAILED`, which closes the channel): that is an
+    /// [`Error::Config`] naming the queue and what was declared, never retried.
+    async fn declare_queue(
+        &self,
+        channel: &Channel,
+        queue: &str,
+        arguments: FieldTable,
+    ) -> Result<(), Error> {
         channel
-            .queue_declare(dlq.into(), durable(), FieldTable::default())
+            .queue_declare(queue.into(), durable(), arguments)
             .await
-            .map_err(|e| map_lapin("declare dead-letter queue", e))?;
+            .map(drop)
+            .map_err(|e| match map_lapin("declare queue", e) {
+                Error::Config(reason) => Error::Config(format!(
+                    "queue {queue:?} already exists with other settings than this subscription \
+                     declares ({}): {reason}",
+                    match self.queue_type {
+                        QueueType::Classic => "a durable classic queue, no x-queue-type",
+                        QueueType::Quorum => "a durable quorum queue, x-queue-type=quorum",
+                    }
+                )),
+                other => other,
+            })
+    }
+
+    async fn declare_dead_letter_queue(&self, channel: &Channel, dlq: &str) -> Result<(), Error> {
+        self.declare_queue(channel, dlq, dead_letter_queue_arguments(self.queue_type))
+            .await?;
         channel
             .queue_bind(
                 dlq.into(),
@@ -80,17 +93,16 @@ impl Topology {
     async fn declare(&self, channel: &Channel, exchange: &str) -> Result<(), Error> {
         declare_exchanges(channel, exchange).await?;
         if self.dead_letter_queue {
-            return Self::declare_dead_letter_queue(channel, &self.queue).await;
+            return self.declare_dead_letter_queue(channel, &self.queue).await;
         }
-        Self::declare_dead_letter_queue(channel, &dead_letter_topic(&self.queue)).await?;
-        channel
-            .queue_declare(
-                self.queue.as_str().into(),
-                durable(),
-                queue_arguments(&self.queue),
-            )
-            .await
-            .map_err(|e| map_lapin("declare queue", e))?;
+        self.declare_dead_letter_queue(channel, &dead_letter_topic(&self.queue))
+            .await?;
+        self.declare_queue(
+            channel,
+            &self.queue,
+            subscription_queue_arguments(&self.queue, self.queue_type),
+        )
+        .await?;
         for pattern in &self.patterns {
             channel
                 .queue_bind(
@@ -159,23 +171,16 @@ impl Drop for Active {
     }
 }
 
-fn requeue() -> BasicNackOptions {
-    BasicNackOptions {
-        multiple: false,
-        requeue: true,
-    }
-}
-
 /// Opens a channel, declares the topology, sets the prefetch and starts consuming.
 async fn open_consumer(
-    shared: &Shared,
+    client: &Client,
     topology: &Topology,
     prefetch: u16,
 ) -> Result<Active, Error> {
-    let deadline = Instant::now() + shared.config.publish_timeout;
-    let channel = shared.channel(deadline).await?;
+    let deadline = Instant::now() + client.config.publish_timeout;
+    let channel = client.channel(deadline).await?;
     let result = async {
-        topology.declare(&channel, &shared.config.exchange).await?;
+        topology.declare(&channel, &client.config.exchange).await?;
         channel
             .basic_qos(prefetch.max(1), BasicQosOptions { global: false })
             .await
@@ -203,11 +208,11 @@ async fn open_consumer(
     }
 }
 
-/// Opens consumers on durable subscriptions. Made by
-/// [`RabbitBroker::subscriber`](crate::RabbitBroker::subscriber); each consumer has its own
-/// channel on the broker's connection, dead letters go out on one confirm channel.
+/// Opens consumers on durable subscriptions. Made by [`RabbitBroker`](crate::RabbitBroker)'s
+/// `subscriber()`; each consumer has its own channel on the broker's connection, dead letters
+/// go out on one confirm channel.
 pub struct RabbitSubscriber {
-    shared: Arc<Shared>,
+    client: Arc<Client>,
     dead_letters: Arc<ConfirmChannel>,
     close: Arc<watch::Sender<bool>>,
 }
@@ -215,23 +220,23 @@ pub struct RabbitSubscriber {
 impl std::fmt::Debug for RabbitSubscriber {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RabbitSubscriber")
-            .field("exchange", &self.shared.config.exchange)
+            .field("exchange", &self.client.config.exchange)
             .field("closed", &*self.close.borrow())
             .finish()
     }
 }
 
 impl RabbitSubscriber {
-    pub(crate) fn new(shared: Arc<Shared>) -> Self {
+    pub(crate) fn new(client: Arc<Client>) -> Self {
         RabbitSubscriber {
-            dead_letters: Arc::new(ConfirmChannel::new(shared.clone())),
-            shared,
+            dead_letters: Arc::new(ConfirmChannel::new(client.clone())),
+            client,
             close: Arc::new(watch::channel(false).0),
         }
     }
 
     fn check_open(&self) -> Result<(), Error> {
-        if *self.close.borrow() || self.shared.is_closed() {
+        if *self.close.borrow() || self.client.is_closed() {
             return Err(Error::Closed("rabbitmq subscriber"));
         }
         Ok(())
@@ -239,7 +244,7 @@ impl RabbitSubscriber {
 }
 
 struct StreamState {
-    shared: Arc<Shared>,
+    client: Arc<Client>,
     dead_letters: Arc<ConfirmChannel>,
     topology: Arc<Topology>,
     prefetch: u16,
@@ -265,13 +270,13 @@ impl StreamState {
             acker,
             ..
         } = d;
-        let (message, attempt) = convert::message(&properties, data, redelivered);
-        let acker = RabbitAcker {
-            acker: Some(acker),
+        let (message, attempt) = mapping::message(&properties, data, redelivered);
+        let acker = RabbitAcker::new(
+            acker,
             channel,
-            dead_letters: self.dead_letters.clone(),
-            queue: self.topology.queue.clone(),
-        };
+            self.dead_letters.clone(),
+            self.topology.queue.clone(),
+        );
         Some(Delivery::new(
             message,
             routing_key.to_string(),
@@ -292,6 +297,7 @@ impl StreamState {
         }
     }
 
+    /// The stream's next item: a delivery, or an outage reported once; `None` when closed.
     async fn next(mut self) -> Option<(Result<Delivery, Error>, Self)> {
         loop {
             if self.done || *self.closed.borrow() {
@@ -299,77 +305,95 @@ impl StreamState {
                 self.active = None;
                 return None;
             }
-            if let Some(active) = self.active.as_mut() {
-                let consumer = active.consumer.as_mut()?;
-                let closed = &mut self.closed;
-                let item = tokio::select! {
-                    _ = closed.changed() => continue,
-                    item = consumer.next() => item,
-                };
-                match item {
-                    Some(Ok(d)) => {
-                        if let Some(delivery) = self.delivery(d) {
-                            return Some((Ok(delivery), self));
-                        }
-                    }
-                    Some(Err(e)) => {
-                        if let Some(e) = self.lost(map_lapin("consume", e)) {
-                            return Some((Err(e), self));
-                        }
-                    }
-                    None => {
-                        let e = crate::connection::unavailable(
-                            "consumer cancelled (channel closed or queue deleted); re-subscribing",
-                        );
-                        if let Some(e) = self.lost(e) {
-                            return Some((Err(e), self));
-                        }
-                    }
-                }
-                continue;
-            }
-            if self.attempt > 0 {
-                let delay = self.shared.config.backoff(self.attempt - 1);
-                let closed = &mut self.closed;
-                tokio::select! {
-                    _ = closed.changed() => continue,
-                    _ = tokio::time::sleep(delay) => {}
-                }
-            }
-            let opened = {
-                let closed = &mut self.closed;
-                tokio::select! {
-                    _ = closed.changed() => continue,
-                    opened = open_consumer(&self.shared, &self.topology, self.prefetch) => opened,
-                }
+            let step = if self.active.is_some() {
+                self.receive().await
+            } else {
+                self.resubscribe().await
             };
-            match opened {
-                Ok(active) => {
-                    if self.reported || self.attempt > 0 {
-                        tracing::info!(queue = %self.topology.queue, "rabbitmq consumer re-subscribed");
-                    }
-                    self.active = Some(active);
-                    self.attempt = 0;
-                    self.reported = false;
-                }
-                Err(Error::Closed(_)) => {
-                    self.done = true;
-                    return None;
-                }
-                Err(e) if !e.is_retryable() => {
-                    tracing::error!(queue = %self.topology.queue, error = %e, "cannot re-subscribe");
-                    self.done = true;
-                    return Some((Err(e), self));
-                }
-                Err(e) => {
-                    self.attempt = self.attempt.saturating_add(1);
-                    if let Some(e) = self.lost(e) {
-                        return Some((Err(e), self));
-                    }
-                }
+            match step {
+                Step::Yield(item) => return Some((item, self)),
+                Step::End => return None,
+                Step::Again => {}
             }
         }
     }
+
+    /// Waits for the active consumer's next delivery (or for the subscriber to close).
+    async fn receive(&mut self) -> Step {
+        let Some(active) = self.active.as_mut() else {
+            return Step::Again;
+        };
+        let Some(consumer) = active.consumer.as_mut() else {
+            return Step::End;
+        };
+        let item = tokio::select! {
+            _ = self.closed.changed() => return Step::Again,
+            item = consumer.next() => item,
+        };
+        let lost = match item {
+            Some(Ok(d)) => {
+                return match self.delivery(d) {
+                    Some(delivery) => Step::Yield(Ok(delivery)),
+                    None => Step::Again,
+                }
+            }
+            Some(Err(e)) => map_lapin("consume", e),
+            None => Error::connection(
+                BACKEND,
+                "consumer cancelled (channel closed or queue deleted); re-subscribing",
+            ),
+        };
+        self.lost(lost).map_or(Step::Again, |e| Step::Yield(Err(e)))
+    }
+
+    /// Opens the consumer again after a backoff (none before the first attempt of an outage).
+    async fn resubscribe(&mut self) -> Step {
+        if self.attempt > 0 {
+            let delay = self.client.config.backoff(self.attempt - 1);
+            tokio::select! {
+                _ = self.closed.changed() => return Step::Again,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+        let opened = tokio::select! {
+            _ = self.closed.changed() => return Step::Again,
+            opened = open_consumer(&self.client, &self.topology, self.prefetch) => opened,
+        };
+        match opened {
+            Ok(active) => {
+                if self.reported || self.attempt > 0 {
+                    tracing::info!(queue = %self.topology.queue, "rabbitmq consumer re-subscribed");
+                }
+                self.active = Some(active);
+                self.attempt = 0;
+                self.reported = false;
+                Step::Again
+            }
+            Err(Error::Closed(_)) => {
+                self.done = true;
+                Step::End
+            }
+            Err(e) if !e.is_retryable() => {
+                tracing::error!(queue = %self.topology.queue, error = %e, "cannot re-subscribe");
+                self.done = true;
+                Step::Yield(Err(e))
+            }
+            Err(e) => {
+                self.attempt = self.attempt.saturating_add(1);
+                self.lost(e).map_or(Step::Again, |e| Step::Yield(Err(e)))
+            }
+        }
+    }
+}
+
+/// What one turn of a delivery stream came to.
+enum Step {
+    /// An item for the stream.
+    Yield(Result<Delivery, Error>),
+    /// The stream is over.
+    End,
+    /// Nothing to hand out yet: go round again.
+    Again,
 }
 
 #[async_trait]
@@ -377,10 +401,10 @@ impl Subscriber for RabbitSubscriber {
     async fn subscribe(&self, subscription: &Subscription) -> Result<DeliveryStream, Error> {
         self.check_open()?;
         subscription.validate()?;
-        let topology = Arc::new(Topology::of(subscription));
-        let active = open_consumer(&self.shared, &topology, subscription.prefetch).await?;
+        let topology = Arc::new(Topology::of(subscription, self.client.config.queue_type));
+        let active = open_consumer(&self.client, &topology, subscription.prefetch).await?;
         let state = StreamState {
-            shared: self.shared.clone(),
+            client: self.client.clone(),
             dead_letters: self.dead_letters.clone(),
             topology,
             prefetch: subscription.prefetch,
@@ -397,11 +421,11 @@ impl Subscriber for RabbitSubscriber {
     async fn ensure_subscription(&self, subscription: &Subscription) -> Result<(), Error> {
         self.check_open()?;
         subscription.validate()?;
-        let topology = Topology::of(subscription);
-        let deadline = Instant::now() + self.shared.config.publish_timeout;
-        let channel = self.shared.channel(deadline).await?;
+        let topology = Topology::of(subscription, self.client.config.queue_type);
+        let deadline = Instant::now() + self.client.config.publish_timeout;
+        let channel = self.client.channel(deadline).await?;
         let result = topology
-            .declare(&channel, &self.shared.config.exchange)
+            .declare(&channel, &self.client.config.exchange)
             .await;
         close_channel(&channel).await;
         result
@@ -413,14 +437,14 @@ impl Subscriber for RabbitSubscriber {
     }
 
     fn capabilities(&self) -> Capabilities {
-        crate::capabilities(&self.shared.config)
+        capabilities(&self.client.config)
     }
 
     /// Connected (a dropped connection is re-opened, waiting at most 2 s) with both
     /// exchanges present; not ready once this subscriber or its broker is closed.
     async fn health(&self) -> Health {
         let closed = *self.close.borrow();
-        crate::health::report(&self.shared, closed.then_some("rabbitmq subscriber")).await
+        health::report(&self.client, closed.then_some("rabbitmq subscriber")).await
     }
 
     /// Messages ready in the subscription's queue. Deliveries a consumer holds unacknowledged
@@ -428,101 +452,29 @@ impl Subscriber for RabbitSubscriber {
     /// [`Error::InvalidName`].
     async fn lag(&self, subscription: &str) -> Result<Option<u64>, Error> {
         self.check_open()?;
-        crate::health::lag(&self.shared, subscription).await
-    }
-}
-
-/// Settles one delivery. Dropped unsettled, it nacks (requeue) in a spawned task.
-struct RabbitAcker {
-    acker: Option<lapin::Acker>,
-    /// Keeps the consumer's channel open until the delivery is settled, even after the
-    /// stream is dropped.
-    channel: Channel,
-    dead_letters: Arc<ConfirmChannel>,
-    queue: String,
-}
-
-fn settled(what: &str, result: Result<bool, lapin::Error>) -> Result<(), Error> {
-    match result {
-        Ok(true) => Ok(()),
-        // lapin reports a delivery of a closed channel as unusable: the broker requeues it.
-        Ok(false) => Err(Error::connection(
-            BACKEND,
-            format!("{what}: the channel closed before the delivery was settled; the broker will redeliver it"),
-        )),
-        Err(e) => Err(map_lapin(what, e)),
-    }
-}
-
-impl Drop for RabbitAcker {
-    fn drop(&mut self) {
-        let Some(acker) = self.acker.take() else {
-            return;
-        };
-        if !acker.usable() {
-            return;
-        }
-        let channel = self.channel.clone();
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-            runtime.spawn(async move {
-                let _ = acker.nack(requeue()).await;
-                drop(channel);
-            });
-        }
-    }
-}
-
-#[async_trait]
-impl Acker for RabbitAcker {
-    async fn ack(mut self: Box<Self>) -> Result<(), Error> {
-        match self.acker.take() {
-            Some(acker) => settled("ack", acker.ack(BasicAckOptions::default()).await),
-            None => Ok(()),
-        }
+        health::lag(&self.client, subscription).await
     }
 
-    async fn nack(mut self: Box<Self>, delay: Option<Duration>) -> Result<(), Error> {
-        let Some(acker) = self.acker.take() else {
-            return Ok(());
-        };
-        match delay {
-            None | Some(Duration::ZERO) => settled("nack", acker.nack(requeue()).await),
-            Some(delay) => {
-                // RabbitMQ has no per-message delay without a plugin: the delivery stays
-                // unacknowledged (holding its prefetch slot) until the delay has passed.
-                let channel = self.channel.clone();
-                tokio::spawn(async move {
-                    tokio::time::sleep(delay).await;
-                    let _ = acker.nack(requeue()).await;
-                    drop(channel);
-                });
-                Ok(())
+    /// Deletes the queue and its `dlq.<name>` queue (messages included).
+    async fn remove_subscription(&self, subscription: &str) -> Result<(), Error> {
+        self.check_open()?;
+        longshore_core::topic::validate_name("subscription", subscription)?;
+        let deadline = Instant::now() + self.client.config.publish_timeout;
+        let channel = self.client.channel(deadline).await?;
+        let mut result = Ok(());
+        for queue in [subscription.to_string(), dead_letter_topic(subscription)] {
+            let deleted = channel
+                .queue_delete(
+                    queue.as_str().into(),
+                    lapin::options::QueueDeleteOptions::default(),
+                )
+                .await;
+            if let Err(e) = deleted {
+                result = Err(map_lapin("delete queue", e));
+                break;
             }
         }
-    }
-
-    async fn dead_letter(
-        mut self: Box<Self>,
-        message: Message,
-        topic: &str,
-        dead: DeadLetter,
-    ) -> Result<(), Error> {
-        let dlq = dead_letter_topic(&self.queue);
-        let letter = dead_letter_message(message, topic, &self.queue, &dead);
-        let props = convert::properties(&letter)?;
-        let route = Route {
-            exchange: DEAD_LETTER_EXCHANGE,
-            routing_key: &dlq,
-            mandatory: true,
-        };
-        // Publish first, settle after: if the dead letter is not confirmed, dropping `self`
-        // requeues the original.
-        self.dead_letters
-            .publish_confirmed(route, &letter.payload, &props)
-            .await?;
-        match self.acker.take() {
-            Some(acker) => settled("ack", acker.ack(BasicAckOptions::default()).await),
-            None => Ok(()),
-        }
+        close_channel(&channel).await;
+        result
     }
 }

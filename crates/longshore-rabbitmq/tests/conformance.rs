@@ -1,8 +1,10 @@
-//! The whole conformance suite against the real broker at `AMQP_URL`.
+//! The whole conformance suite (transport, runtime, observability) against the real broker at
+//! `AMQP_URL`.
 
 mod common;
 
-use common::suite_factory;
-
-longshore_testkit::broker_conformance!(suite_factory);
-longshore_testkit::runtime_conformance!(suite_factory);
+longshore_testkit::conformance!(
+    longshore_rabbitmq::RabbitBroker,
+    common::amqp_url(),
+    raw: common::raw::raw,
+);

@@ -5,7 +5,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use longshore_core::Error;
+use longshore_core::{Broker, Error};
 use longshore_rabbitmq::{RabbitBroker, RabbitConfig};
 
 /// Each failing connect must return well within this.

@@ -5,7 +5,7 @@ mod common;
 
 use lapin::options::ExchangeDeleteOptions;
 use lapin::{Connection, ConnectionProperties};
-use longshore_core::{Error, Publisher, Subscriber, Subscription};
+use longshore_core::{Broker, Error, Subscription};
 use longshore_testkit::{lag_reaches, message, recv, recv_n, Names};
 
 #[tokio::test]
@@ -25,7 +25,7 @@ async fn lag_counts_ready_messages_until_they_are_delivered() {
         .publish_batch(&topic, (0..7).map(message).collect())
         .await
         .expect("publish");
-    lag_reaches(&subscriber, &sub.name, 7).await;
+    lag_reaches(&*subscriber, &sub.name, 7).await;
 
     let mut stream = subscriber
         .subscribe(&sub.clone().with_prefetch(10))
@@ -33,11 +33,11 @@ async fn lag_counts_ready_messages_until_they_are_delivered() {
         .expect("subscribe");
     let deliveries = recv_n(&mut stream, 7).await;
     // Delivered and not yet acknowledged: no longer ready, so not counted (documented).
-    lag_reaches(&subscriber, &sub.name, 0).await;
+    lag_reaches(&*subscriber, &sub.name, 0).await;
     for d in deliveries {
         d.ack().await.expect("ack");
     }
-    lag_reaches(&subscriber, &sub.name, 0).await;
+    lag_reaches(&*subscriber, &sub.name, 0).await;
 
     publisher
         .publish(&topic, message(8))
@@ -47,7 +47,7 @@ async fn lag_counts_ready_messages_until_they_are_delivered() {
     drop(unsettled);
     drop(stream);
     // The unacknowledged delivery goes back to the queue when its consumer is gone.
-    lag_reaches(&subscriber, &sub.name, 1).await;
+    lag_reaches(&*subscriber, &sub.name, 1).await;
 }
 
 #[tokio::test]

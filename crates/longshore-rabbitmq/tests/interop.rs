@@ -13,10 +13,9 @@ mod common;
 use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::process::Stdio;
-use std::sync::Arc;
 use std::time::Duration;
 
-use longshore_core::{Consumer, Event, EventPublisher, HandlerError, Subscriber, Subscription};
+use longshore_core::{Broker, Consumer, Event, EventPublisher, HandlerError, Subscription};
 use longshore_rabbitmq::RabbitBroker;
 use longshore_testkit::runtime::{OrderCancelled, OrderCreated};
 use longshore_testkit::{within, Names};
@@ -99,7 +98,7 @@ async fn seed_publisher_reaches_longshore_consumer_by_event_type() {
     let (tx, mut rx) = mpsc::unbounded_channel::<(String, String, String)>();
     let (tx1, tx2) = (tx.clone(), tx);
     let consumer = Consumer::new(
-        Arc::new(broker.subscriber()),
+        broker.subscriber(),
         Subscription::new(queue.clone(), [format!("{prefix}.#")]),
     )
     .on(move |e: OrderCreated, ctx| {
@@ -185,7 +184,7 @@ async fn longshore_events_reach_seed_consumer_and_parse() {
         .ensure_subscription(&Subscription::new(queue.clone(), [pattern.clone()]))
         .await
         .expect("same queue, same arguments");
-    let publisher = EventPublisher::new(Arc::new(broker.publisher()));
+    let publisher = EventPublisher::new(broker.publisher());
     let mut sent = Vec::new();
     for i in 0..COUNT {
         let event = Event::from_typed(&OrderCreated {

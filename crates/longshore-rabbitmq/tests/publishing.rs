@@ -9,7 +9,7 @@ use lapin::options::{
 };
 use lapin::types::{AMQPValue, FieldTable, LongString};
 use lapin::{Channel, Connection, ConnectionProperties, ExchangeKind};
-use longshore_core::{Error, Message, Publisher, Subscriber, Subscription};
+use longshore_core::{Broker, Error, Message, Subscription};
 use longshore_rabbitmq::{queue_arguments, RabbitBroker, KEY_HEADER};
 use longshore_testkit::Names;
 

@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use std::time::Duration;
 
 use futures::StreamExt;
-use longshore_core::{Message, Publisher, Subscriber, Subscription};
+use longshore_core::{Broker, Message, Subscription};
 use longshore_testkit::Names;
 
 const TOTAL: usize = 10_000;

@@ -1,4 +1,4 @@
-//! Process-wide capture of metrics and spans, so conformance scenarios can assert what
+//! Process-wide capture of metrics, spans and warnings, so conformance scenarios can assert what
 //! longshore's instrumentation recorded on each backend.
 //!
 //! Both are installed once per process ([`install`]); scenarios isolate their own numbers by
@@ -46,6 +46,30 @@ impl Recorder for KeepingRecorder {
 
 static CAPTURE: OnceLock<KeepingRecorder> = OnceLock::new();
 static SPANS: Mutex<Vec<SpanRecord>> = Mutex::new(Vec::new());
+static EVENTS: Mutex<Vec<EventRecord>> = Mutex::new(Vec::new());
+
+/// A log event (whatever the `RUST_LOG` filter lets through to the console), with its target,
+/// level and fields as text (`message` among them).
+#[derive(Clone, Debug, Default)]
+pub struct EventRecord {
+    /// The event's target, e.g. `longshore_rabbitmq::confirm` or `lapin::returned_messages`.
+    pub target: String,
+    /// Its level.
+    pub level: String,
+    /// Its fields, `message` included.
+    pub fields: HashMap<String, String>,
+}
+
+/// Every captured log event whose target starts with `target` and whose field `field` is
+/// `value`.
+pub fn events(target: &str, field: &str, value: &str) -> Vec<EventRecord> {
+    let events = EVENTS.lock().unwrap_or_else(|e| e.into_inner());
+    events
+        .iter()
+        .filter(|e| e.target.starts_with(target) && e.fields.get(field).is_some_and(|v| v == value))
+        .cloned()
+        .collect()
+}
 
 /// A span longshore opened (names starting `longshore.`), with its fields as text.
 #[derive(Clone, Debug, Default)]
@@ -200,6 +224,24 @@ where
         if let Some(span) = ctx.span(id) {
             span.extensions_mut().insert(slot);
         }
+    }
+
+    fn on_event(&self, event: &tracing::Event<'_>, _ctx: Context<'_, S>) {
+        let meta = event.metadata();
+        // Only WARN and above: the events scenarios assert on, without keeping every debug line.
+        if *meta.level() > tracing::Level::WARN {
+            return;
+        }
+        let mut record = EventRecord {
+            target: meta.target().to_string(),
+            level: meta.level().to_string(),
+            fields: HashMap::new(),
+        };
+        event.record(&mut Fields(&mut record.fields));
+        EVENTS
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(record);
     }
 
     fn on_record(&self, id: &Id, values: &Record<'_>, ctx: Context<'_, S>) {

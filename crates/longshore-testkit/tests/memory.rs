@@ -1,48 +1,40 @@
-//! The in-memory adapter held to the whole conformance suite.
+//! The in-memory backend held to the whole conformance suite: transport, runtime,
+//! observability and connection scenarios through `MemoryBroker`, and the store scenarios
+//! through the stores a `MemoryBroker` hands out.
 
 use std::sync::Arc;
 
-use longshore_core::async_trait;
-use longshore_core::memory::{MemoryBroker, MemoryInbox, MemoryStore};
-use longshore_core::{EventStore, Inbox, Outbox, Publisher, Subscriber};
-use longshore_testkit::{BrokerFactory, StoreFactory};
+use longshore_core::memory::MemoryBroker;
+use longshore_core::{async_trait, Broker, EventStore, Inbox, Outbox, Stores};
+use longshore_testkit::StoreFactory;
 
-struct Memory(MemoryBroker);
+longshore_testkit::conformance!(MemoryBroker, "memory://");
 
-#[async_trait]
-impl BrokerFactory for Memory {
-    async fn publisher(&self) -> Arc<dyn Publisher> {
-        Arc::new(self.0.publisher())
-    }
-    async fn subscriber(&self) -> Arc<dyn Subscriber> {
-        Arc::new(self.0.subscriber())
-    }
+/// Each call makes a new broker, so every store starts empty.
+struct Memory;
+
+fn stores() -> Stores {
+    MemoryBroker::default()
+        .stores()
+        .expect("the memory broker has stores")
 }
 
-async fn broker() -> Option<Memory> {
-    Some(Memory(MemoryBroker::default()))
-}
-
-struct Store;
-
 #[async_trait]
-impl StoreFactory for Store {
+impl StoreFactory for Memory {
     async fn store(&self) -> Arc<dyn EventStore> {
-        Arc::new(MemoryStore::with_outbox())
+        stores().store
     }
     async fn store_with_outbox(&self) -> Option<(Arc<dyn EventStore>, Arc<dyn Outbox>)> {
-        let store = MemoryStore::with_outbox();
-        Some((Arc::new(store.clone()), Arc::new(store)))
+        let Stores { store, outbox, .. } = stores();
+        Some((store, outbox))
     }
     async fn inbox(&self) -> Option<Arc<dyn Inbox>> {
-        Some(Arc::new(MemoryInbox::new(1000)))
+        Some(stores().inbox)
     }
 }
 
-async fn store() -> Option<Store> {
-    Some(Store)
+async fn store() -> Option<Memory> {
+    Some(Memory)
 }
 
-longshore_testkit::broker_conformance!(broker);
-longshore_testkit::runtime_conformance!(broker);
 longshore_testkit::store_conformance!(store);

@@ -3,19 +3,18 @@
 //! the message's headers); a consumer with the adapter's at-least-once pattern (offsets stored
 //! after each handled message, auto-committed).
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
-use longshore_core::{Message, Subscription};
+use longshore_core::Message;
 use rdkafka::consumer::{Consumer, StreamConsumer};
 use rdkafka::message::{Header, Headers as _, Message as _, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use super::{ConsumerTask, RawClient};
-use crate::measure::{parse_stamp, Recorder, SENT_HEADER};
+use super::{Consume, ConsumerTask, RawClient};
+use crate::measure::{parse_stamp, SENT_HEADER};
 
 /// Raw rdkafka with a producer of its own.
 pub struct RawKafka {
@@ -103,18 +102,10 @@ impl RawClient for RawKafka {
         Ok(())
     }
 
-    async fn start_consumer(
-        &self,
-        sub: &Subscription,
-        topic: &str,
-        n: usize,
-        _prefetch: usize,
-        concurrency: usize,
-        rec: Arc<Recorder>,
-    ) -> crate::Result<ConsumerTask> {
+    async fn start_consumer(&self, c: Consume<'_>) -> crate::Result<ConsumerTask> {
         let consumer: StreamConsumer = ClientConfig::new()
             .set("bootstrap.servers", &self.brokers)
-            .set("group.id", &sub.name)
+            .set("group.id", &c.sub.name)
             .set("enable.auto.commit", "true")
             .set("auto.commit.interval.ms", "1000")
             .set("enable.auto.offset.store", "false")
@@ -124,7 +115,7 @@ impl RawClient for RawKafka {
             .create()?;
         // Assign every partition (no group join to wait for: the adapter's `subscribe` also
         // returns only once partitions are assigned, so neither side's timing includes it).
-        let ktopic = kafka_topic(topic).to_string();
+        let ktopic = kafka_topic(c.topic).to_string();
         let consumer = tokio::task::spawn_blocking(move || -> crate::Result<StreamConsumer> {
             let md = consumer.fetch_metadata(Some(&ktopic), Duration::from_secs(10))?;
             let mut tpl = TopicPartitionList::new();
@@ -140,6 +131,7 @@ impl RawClient for RawKafka {
             Ok(consumer)
         })
         .await??;
+        let (n, concurrency, rec) = (c.n, c.concurrency, c.rec);
         Ok(tokio::spawn(async move {
             let result = consumer
                 .stream()

@@ -1,15 +1,15 @@
 //! The in-memory baseline: a tokio mpsc channel per topic (no broker, no confirmation).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use async_trait::async_trait;
 use futures::StreamExt;
 use longshore_core::{Message, Subscription};
 use tokio::sync::mpsc;
 
-use super::{ConsumerTask, RawClient};
-use crate::measure::{parse_stamp, Recorder, SENT_HEADER};
+use super::{Consume, ConsumerTask, RawClient};
+use crate::measure::{parse_stamp, SENT_HEADER};
 
 type Channel = (
     mpsc::UnboundedSender<Message>,
@@ -56,22 +56,15 @@ impl RawClient for RawMemory {
         Ok(())
     }
 
-    async fn start_consumer(
-        &self,
-        _sub: &Subscription,
-        topic: &str,
-        n: usize,
-        _prefetch: usize,
-        concurrency: usize,
-        rec: Arc<Recorder>,
-    ) -> crate::Result<ConsumerTask> {
+    async fn start_consumer(&self, c: Consume<'_>) -> crate::Result<ConsumerTask> {
         let rx = {
             let mut topics = self.topics.lock().map_err(|_| "poisoned")?;
             topics
-                .get_mut(topic)
+                .get_mut(c.topic)
                 .and_then(|(_, rx)| rx.take())
-                .ok_or_else(|| format!("no receiver for {topic}"))?
+                .ok_or_else(|| format!("no receiver for {}", c.topic))?
         };
+        let (n, concurrency, rec) = (c.n, c.concurrency, c.rec);
         Ok(tokio::spawn(async move {
             tokio_stream_take(rx, n)
                 .for_each_concurrent(concurrency, |m| {

@@ -13,9 +13,42 @@ pub mod memory;
 pub mod nats;
 pub mod postgres;
 pub mod rabbitmq;
+pub mod sqlite;
 
 /// A raw client's running consumer: resolves once it has handled its `n` messages.
 pub type ConsumerTask = JoinHandle<crate::Result<()>>;
+
+/// What a raw consumer is asked to do: take `n` messages of `sub` (topic `topic`), holding up
+/// to `prefetch` unacknowledged deliveries, with `concurrency` handlers, each calling
+/// [`Recorder::handle_raw`] then acknowledging.
+pub struct Consume<'a> {
+    pub sub: &'a Subscription,
+    pub topic: &'a str,
+    pub n: usize,
+    pub prefetch: usize,
+    pub concurrency: usize,
+    pub rec: Arc<Recorder>,
+}
+
+impl<'a> Consume<'a> {
+    pub fn new(
+        sub: &'a Subscription,
+        topic: &'a str,
+        n: usize,
+        prefetch: usize,
+        concurrency: usize,
+        rec: &Arc<Recorder>,
+    ) -> Self {
+        Consume {
+            sub,
+            topic,
+            n,
+            prefetch,
+            concurrency,
+            rec: rec.clone(),
+        }
+    }
+}
 
 /// What every raw client does, with the adapter's durability and wire form.
 #[async_trait]
@@ -29,18 +62,8 @@ pub trait RawClient: Send + Sync {
     async fn publish(&self, topic: &str, m: &Message) -> crate::Result<()>;
     /// Publishes messages with their confirmations pipelined, waiting for all.
     async fn publish_batch(&self, topic: &str, ms: &[Message]) -> crate::Result<()>;
-    /// Starts consuming `sub` (topic `topic`) holding up to `prefetch` unacknowledged
-    /// deliveries, with `concurrency` handlers, each calling [`Recorder::handle_raw`] then
-    /// acknowledging; returns once the consumer is attached.
-    async fn start_consumer(
-        &self,
-        sub: &Subscription,
-        topic: &str,
-        n: usize,
-        prefetch: usize,
-        concurrency: usize,
-        rec: Arc<Recorder>,
-    ) -> crate::Result<ConsumerTask>;
+    /// Starts consuming as `consume` asks; returns once the consumer is attached.
+    async fn start_consumer(&self, consume: Consume<'_>) -> crate::Result<ConsumerTask>;
     /// Removes what a round left behind for `sub`.
     async fn cleanup(&self, _sub: &Subscription) -> crate::Result<()> {
         Ok(())

@@ -3,7 +3,6 @@
 //! subscription's durable with one ack per message.
 
 use std::future::IntoFuture;
-use std::sync::Arc;
 
 use async_nats::jetstream::{self, consumer, message::PublishMessage as Publish};
 use async_nats::HeaderMap;
@@ -11,8 +10,8 @@ use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
 use longshore_core::{Message, Subscription};
 
-use super::{ConsumerTask, RawClient};
-use crate::measure::{parse_stamp, Recorder, SENT_HEADER};
+use super::{Consume, ConsumerTask, RawClient};
+use crate::measure::{parse_stamp, SENT_HEADER};
 
 /// Raw async-nats on its own connection.
 pub struct RawNats {
@@ -73,22 +72,15 @@ impl RawClient for RawNats {
         Ok(())
     }
 
-    async fn start_consumer(
-        &self,
-        sub: &Subscription,
-        _topic: &str,
-        n: usize,
-        prefetch: usize,
-        concurrency: usize,
-        rec: Arc<Recorder>,
-    ) -> crate::Result<ConsumerTask> {
+    async fn start_consumer(&self, c: Consume<'_>) -> crate::Result<ConsumerTask> {
         let stream = self.js.get_stream(&self.stream).await?;
-        let durable: consumer::PullConsumer = stream.get_consumer(&sub.name).await?;
+        let durable: consumer::PullConsumer = stream.get_consumer(&c.sub.name).await?;
         let messages = durable
             .stream()
-            .max_messages_per_batch(prefetch)
+            .max_messages_per_batch(c.prefetch)
             .messages()
             .await?;
+        let (n, concurrency, rec) = (c.n, c.concurrency, c.rec);
         Ok(tokio::spawn(async move {
             messages
                 .take(n)

@@ -2,16 +2,15 @@
 //! leases taken with `FOR UPDATE SKIP LOCKED` and one `DELETE` per ack. Unlike the adapter it
 //! does no topic routing (one table, filtered by topic) and polls instead of `LISTEN`.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use futures::StreamExt;
-use longshore_core::{Message, Subscription};
+use longshore_core::Message;
 use sqlx::{AssertSqlSafe, PgPool, Row};
 
-use super::{ConsumerTask, RawClient};
-use crate::measure::{parse_stamp, Recorder, SENT_HEADER};
+use super::{Consume, ConsumerTask, RawClient};
+use crate::measure::{parse_stamp, SENT_HEADER};
 
 /// Raw sqlx on its own pool and schema (also holding the raw event store tables).
 pub struct RawPg {
@@ -115,18 +114,10 @@ impl RawClient for RawPg {
         Ok(())
     }
 
-    async fn start_consumer(
-        &self,
-        _sub: &Subscription,
-        topic: &str,
-        n: usize,
-        prefetch: usize,
-        concurrency: usize,
-        rec: Arc<Recorder>,
-    ) -> crate::Result<ConsumerTask> {
+    async fn start_consumer(&self, c: Consume<'_>) -> crate::Result<ConsumerTask> {
         let schema = self.schema.clone();
         let pool = self.pool.clone();
-        let topic = topic.to_string();
+        let topic = c.topic.to_string();
         let fetch = format!(
             "UPDATE \"{schema}\".raw_queue q SET locked_until = now() + interval '30 seconds' \
              FROM (SELECT id FROM \"{schema}\".raw_queue WHERE topic = $1 \
@@ -135,6 +126,7 @@ impl RawClient for RawPg {
              WHERE q.id = picked.id RETURNING q.id, q.headers::text AS headers, q.payload"
         );
         let ack = format!("DELETE FROM \"{schema}\".raw_queue WHERE id = $1");
+        let (n, prefetch, concurrency, rec) = (c.n, c.prefetch, c.concurrency, c.rec);
         Ok(tokio::spawn(async move {
             let mut done = 0;
             while done < n {

@@ -1,8 +1,6 @@
 //! Raw lapin: the adapter's wire form (persistent, message id, content type, header table,
 //! `mandatory`), publisher confirms, `basic.qos` prefetch and one ack per message.
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
 use lapin::options::{
@@ -13,8 +11,8 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use longshore_core::{Message, Subscription};
 
-use super::{ConsumerTask, RawClient};
-use crate::measure::{parse_stamp, Recorder, SENT_HEADER};
+use super::{Consume, ConsumerTask, RawClient};
+use crate::measure::{parse_stamp, SENT_HEADER};
 
 /// Raw lapin on its own connection.
 pub struct RawRabbit {
@@ -116,30 +114,23 @@ impl RawClient for RawRabbit {
         Ok(())
     }
 
-    async fn start_consumer(
-        &self,
-        sub: &Subscription,
-        _topic: &str,
-        n: usize,
-        prefetch: usize,
-        concurrency: usize,
-        rec: Arc<Recorder>,
-    ) -> crate::Result<ConsumerTask> {
+    async fn start_consumer(&self, c: Consume<'_>) -> crate::Result<ConsumerTask> {
         let channel = self.conn.create_channel().await?;
         channel
             .basic_qos(
-                u16::try_from(prefetch).unwrap_or(u16::MAX),
+                u16::try_from(c.prefetch).unwrap_or(u16::MAX),
                 BasicQosOptions { global: false },
             )
             .await?;
         let consumer = channel
             .basic_consume(
-                sub.name.as_str().into(),
+                c.sub.name.as_str().into(),
                 crate::work::unique("raw").as_str().into(),
                 BasicConsumeOptions::default(),
                 FieldTable::default(),
             )
             .await?;
+        let (n, concurrency, rec) = (c.n, c.concurrency, c.rec);
         Ok(tokio::spawn(async move {
             let result = consumer
                 .take(n)

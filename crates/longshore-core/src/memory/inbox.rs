@@ -5,7 +5,7 @@ use std::sync::Mutex;
 
 use async_trait::async_trait;
 
-use crate::outbox::Inbox;
+use crate::inbox::Inbox;
 use crate::store::StoreError;
 
 #[derive(Default)]

@@ -5,12 +5,13 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 use uuid::Uuid;
 
 use crate::codec::{Codec, JsonCodec};
 use crate::event::Event;
-use crate::outbox::{Outbox, OutboxMessage};
+use crate::outbox::{FailedOutboxMessage, Outbox, OutboxMessage};
 use crate::store::{AppendResult, EventStore, ExpectedVersion, RecordedEvent, StoreError};
 use crate::topic::validate_name;
 
@@ -20,6 +21,10 @@ const CLAIM_LEASE: Duration = Duration::from_secs(30);
 struct OutboxRow {
     message: OutboxMessage,
     claim: Option<(String, Instant)>,
+    /// Refused publishes so far.
+    attempts: u32,
+    /// Parked: the last error and when; never claimed until retried.
+    parked: Option<(String, DateTime<Utc>)>,
 }
 
 #[derive(Default)]
@@ -32,7 +37,7 @@ struct State {
     next_seq: u64,
 }
 
-struct Shared {
+struct StoreState {
     state: Mutex<State>,
     head: watch::Sender<u64>,
     outbox: bool,
@@ -44,7 +49,7 @@ struct Shared {
 /// `events.<event_type>`.
 #[derive(Clone)]
 pub struct MemoryStore {
-    shared: Arc<Shared>,
+    shared: Arc<StoreState>,
 }
 
 impl std::fmt::Debug for MemoryStore {
@@ -87,7 +92,7 @@ impl MemoryStore {
     fn build(outbox: bool) -> Self {
         let (head, _) = watch::channel(0);
         MemoryStore {
-            shared: Arc::new(Shared {
+            shared: Arc::new(StoreState {
                 state: Mutex::new(State::default()),
                 head,
                 outbox,
@@ -198,6 +203,8 @@ impl EventStore for MemoryStore {
                         message,
                     },
                     claim: None,
+                    attempts: 0,
+                    parked: None,
                 },
             );
         }
@@ -266,6 +273,9 @@ impl Outbox for MemoryStore {
             if claimed.len() >= limit {
                 break;
             }
+            if row.parked.is_some() {
+                continue;
+            }
             let key = row.message.message.key.clone();
             let held_by_other = matches!(&row.claim, Some((r, at)) if r != relay && now.duration_since(*at) < CLAIM_LEASE);
             if held_by_other {
@@ -304,7 +314,69 @@ impl Outbox for MemoryStore {
         Ok(())
     }
 
+    async fn record_failure(
+        &self,
+        relay: &str,
+        seq: u64,
+        error: &str,
+        max_attempts: u32,
+    ) -> Result<bool, StoreError> {
+        let mut s = lock(&self.shared.state);
+        let Some(row) = s.outbox.get_mut(&seq) else {
+            return Ok(false);
+        };
+        if !matches!(&row.claim, Some((r, _)) if r == relay) {
+            return Ok(false);
+        }
+        row.attempts = row.attempts.saturating_add(1);
+        row.claim = None;
+        if row.attempts >= max_attempts {
+            row.parked = Some((error.to_string(), Utc::now()));
+            return Ok(true);
+        }
+        Ok(false)
+    }
+
     async fn pending(&self) -> Result<u64, StoreError> {
-        Ok(lock(&self.shared.state).outbox.len() as u64)
+        let s = lock(&self.shared.state);
+        Ok(s.outbox.values().filter(|r| r.parked.is_none()).count() as u64)
+    }
+
+    async fn failed_count(&self) -> Result<u64, StoreError> {
+        let s = lock(&self.shared.state);
+        Ok(s.outbox.values().filter(|r| r.parked.is_some()).count() as u64)
+    }
+
+    async fn failed(&self, limit: usize) -> Result<Vec<FailedOutboxMessage>, StoreError> {
+        let s = lock(&self.shared.state);
+        Ok(s.outbox
+            .values()
+            .filter_map(|r| {
+                let (error, at) = r.parked.as_ref()?;
+                Some(FailedOutboxMessage {
+                    seq: r.message.seq,
+                    topic: r.message.topic.clone(),
+                    message: r.message.message.clone(),
+                    attempts: r.attempts,
+                    error: error.clone(),
+                    failed_at: *at,
+                })
+            })
+            .take(limit)
+            .collect())
+    }
+
+    async fn retry_failed(&self, seqs: &[u64]) -> Result<u64, StoreError> {
+        let mut s = lock(&self.shared.state);
+        let mut n = 0;
+        for seq in seqs {
+            if let Some(row) = s.outbox.get_mut(seq) {
+                if row.parked.take().is_some() {
+                    row.attempts = 0;
+                    n += 1;
+                }
+            }
+        }
+        Ok(n)
     }
 }

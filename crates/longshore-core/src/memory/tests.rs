@@ -5,10 +5,10 @@ use std::time::Duration;
 use futures::StreamExt;
 
 use super::{MemoryBroker, MemoryConfig};
+use crate::broker::Broker;
 use crate::error::Error;
 use crate::message::Message;
-use crate::publisher::Publisher;
-use crate::subscriber::{Subscriber, Subscription};
+use crate::subscriber::Subscription;
 
 fn broker(max_queue_depth: usize) -> MemoryBroker {
     MemoryBroker::new(MemoryConfig {
@@ -90,7 +90,7 @@ async fn a_cancelled_publish_does_not_swallow_the_next_wakeup() {
     let subscriber = broker.subscriber();
     let sub = Subscription::new("one", ["t"]).with_prefetch(1);
     subscriber.ensure_subscription(&sub).await.expect("ensure");
-    let publisher = std::sync::Arc::new(broker.publisher());
+    let publisher = broker.publisher();
     publisher
         .publish("t", Message::new("first"))
         .await
@@ -167,4 +167,72 @@ async fn a_drained_backlog_gives_its_buffer_back() {
     assert_eq!(broker.depth("backlog"), 0);
     let drained = broker.buffer_capacity("backlog");
     assert!(drained <= 8192, "kept {drained} slots after draining");
+}
+
+#[tokio::test]
+async fn lag_counts_unacknowledged_messages_and_health_follows_close() {
+    use futures::StreamExt;
+    let broker = MemoryBroker::default();
+    let (publisher, subscriber) = (broker.publisher(), broker.subscriber());
+    let sub = Subscription::new("lagging", ["lag.#"]);
+    subscriber.ensure_subscription(&sub).await.expect("ensure");
+    for _ in 0..3 {
+        publisher
+            .publish("lag.x", Message::new("m"))
+            .await
+            .expect("publish");
+    }
+    assert_eq!(subscriber.lag("lagging").await.expect("lag"), Some(3));
+    let mut stream = subscriber.subscribe(&sub).await.expect("subscribe");
+    let first = stream.next().await.expect("delivery").expect("ok");
+    assert_eq!(subscriber.lag("lagging").await.expect("lag"), Some(3));
+    first.ack().await.expect("ack");
+    assert_eq!(subscriber.lag("lagging").await.expect("lag"), Some(2));
+    assert!(matches!(
+        subscriber.lag("nobody").await,
+        Err(Error::InvalidName { .. })
+    ));
+    assert!(publisher.health().await.is_ready());
+    assert!(subscriber.health().await.is_ready());
+    publisher.close().await.expect("close");
+    subscriber.close().await.expect("close");
+    assert!(!publisher.health().await.is_ready());
+    assert!(!subscriber.health().await.is_ready());
+}
+
+#[tokio::test]
+async fn a_new_subscription_invalidates_cached_routes() {
+    let broker = MemoryBroker::default();
+    let publisher = broker.publisher();
+    // Caches "no subscription" for the topic.
+    publisher
+        .publish("orders.created", Message::new("early"))
+        .await
+        .expect("publish");
+    let subscriber = broker.subscriber();
+    let mut first = subscriber
+        .subscribe(&Subscription::new("a", ["orders.*"]))
+        .await
+        .expect("subscribe");
+    publisher
+        .publish("orders.created", Message::new("one"))
+        .await
+        .expect("publish");
+    let d = first.next().await.expect("open").expect("delivery");
+    assert_eq!(&d.message.payload[..], b"one");
+    d.ack().await.expect("ack");
+    // A second binding on the cached topic is seen too.
+    let mut second = subscriber
+        .subscribe(&Subscription::new("b", ["orders.#"]))
+        .await
+        .expect("subscribe");
+    publisher
+        .publish("orders.created", Message::new("two"))
+        .await
+        .expect("publish");
+    for stream in [&mut first, &mut second] {
+        let d = stream.next().await.expect("open").expect("delivery");
+        assert_eq!(&d.message.payload[..], b"two");
+        d.ack().await.expect("ack");
+    }
 }

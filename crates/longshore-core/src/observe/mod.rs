@@ -11,7 +11,7 @@
 //!   before connecting, because handles are registered when a topic or subscription is first
 //!   used.
 
-mod health;
+mod log_filter;
 pub mod names;
 mod publisher;
 mod subscriber;
@@ -19,7 +19,7 @@ mod trace_context;
 
 use std::sync::Arc;
 
-pub use health::Health;
+pub use log_filter::{log_directives, CAPPED_LOG_TARGETS, QUIETED_LOG_TARGETS};
 pub use publisher::ObservedPublisher;
 pub use subscriber::ObservedSubscriber;
 pub(crate) use trace_context::attach;

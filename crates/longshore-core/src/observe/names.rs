@@ -34,10 +34,20 @@ pub const RETRIED: &str = "longshore_retried_total";
 pub const HANDLER_DURATION: &str = "longshore_handler_duration_seconds";
 /// Gauge: messages waiting for a subscription, where the backend can tell (`backend`, `subscription`).
 pub const CONSUMER_LAG: &str = "longshore_consumer_lag";
+/// Gauge: a consumer's circuit breaker, 0 closed, 1 half-open, 2 open (`backend`, `subscription`).
+pub const CIRCUIT_BREAKER_STATE: &str = "longshore_circuit_breaker_state";
+/// Gauge: 1 while a consumer is paused, else 0 (`backend`, `subscription`).
+pub const CONSUMER_PAUSED: &str = "longshore_consumer_paused";
 /// Gauge: outbox messages not yet relayed (`relay`).
 pub const OUTBOX_BACKLOG: &str = "longshore_outbox_backlog";
 /// Counter: outbox messages relayed (`relay`).
 pub const OUTBOX_RELAYED: &str = "longshore_outbox_relayed_total";
+/// Counter: outbox rows parked after the publisher refused them for good (`relay`).
+pub const OUTBOX_PARKED: &str = "longshore_outbox_parked_total";
+/// Gauge: outbox rows parked and waiting for a retry (`relay`).
+pub const OUTBOX_PARKED_ROWS: &str = "longshore_outbox_parked";
+/// Gauge, seconds: how long a relay has gone without finishing a pass, 0 while it moves (`relay`).
+pub const OUTBOX_STALLED: &str = "longshore_outbox_stalled_seconds";
 /// Gauge: the position a catch-up subscription has checkpointed (`subscription`).
 pub const CHECKPOINT_POSITION: &str = "longshore_checkpoint_position";
 
@@ -134,6 +144,18 @@ pub const ALL: &[(&str, &str, &str, &str)] = &[
         "messages waiting for the subscription (where the backend can tell)",
     ),
     (
+        CIRCUIT_BREAKER_STATE,
+        "gauge",
+        "backend, subscription",
+        "a consumer's circuit breaker: 0 closed, 1 half-open (probing), 2 open (not fetching)",
+    ),
+    (
+        CONSUMER_PAUSED,
+        "gauge",
+        "backend, subscription",
+        "1 while a consumer is paused (not fetching), else 0",
+    ),
+    (
         OUTBOX_BACKLOG,
         "gauge",
         "relay",
@@ -144,6 +166,24 @@ pub const ALL: &[(&str, &str, &str, &str)] = &[
         "counter",
         "relay",
         "outbox messages relayed to the broker",
+    ),
+    (
+        OUTBOX_PARKED,
+        "counter",
+        "relay",
+        "outbox messages parked after the broker refused them for good",
+    ),
+    (
+        OUTBOX_PARKED_ROWS,
+        "gauge",
+        "relay",
+        "outbox messages parked, waiting for `Outbox::retry_failed`",
+    ),
+    (
+        OUTBOX_STALLED,
+        "gauge",
+        "relay",
+        "seconds since the relay last finished a pass while failing (0 while it moves)",
     ),
     (
         CHECKPOINT_POSITION,

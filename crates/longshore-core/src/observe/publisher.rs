@@ -8,11 +8,11 @@ use async_trait::async_trait;
 use metrics::{Counter, Histogram};
 use tracing::Instrument;
 
-use super::health::{Health, LastSeen};
 use super::names;
 use super::trace_context::{context_for_publish, TraceContext, HEADER_TRACEPARENT};
 use crate::capabilities::Capabilities;
 use crate::error::{BatchError, Error};
+use crate::health::{Health, LastSeen};
 use crate::message::Message;
 use crate::publisher::Publisher;
 

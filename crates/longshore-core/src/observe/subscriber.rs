@@ -7,11 +7,11 @@ use async_trait::async_trait;
 use futures::StreamExt;
 use metrics::{Counter, Gauge};
 
-use super::health::{Health, LastSeen};
 use super::names;
 use super::trace_context::{attach, TraceContext};
 use crate::capabilities::Capabilities;
 use crate::error::Error;
+use crate::health::{Health, LastSeen};
 use crate::message::Message;
 use crate::subscriber::{Acker, DeadLetter, DeliveryStream, Subscriber, Subscription};
 
@@ -159,6 +159,10 @@ impl Subscriber for ObservedSubscriber {
 
     async fn lag(&self, subscription: &str) -> Result<Option<u64>, Error> {
         self.inner.lag(subscription).await
+    }
+
+    async fn remove_subscription(&self, subscription: &str) -> Result<(), Error> {
+        self.inner.remove_subscription(subscription).await
     }
 }
 

@@ -1,36 +1,31 @@
-//! The consumer runtime: dispatch by event type, bounded concurrency, retries, dead letters and
-//! graceful shutdown, on top of any [`Subscriber`].
+//! The consumer builder and its handle: what a service configures (handlers, ordering,
+//! retries, flow control) and the fetch loop that feeds the worker pool.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::{FutureExt, StreamExt};
+use futures::StreamExt;
 use tokio::sync::{watch, Semaphore};
 use tokio::task::JoinSet;
-use tracing::Instrument;
 
+use super::batch::{batch_spec, BatchSpec};
+use super::flow::{BreakerState, CircuitBreaker, ConsumerHealth, ConsumerProbe, Flow};
 use super::handler::{typed, untyped, ErasedHandler, HandlerContext, HandlerError};
+use super::lanes::Lanes;
+use super::settle::Settler;
+use super::state::WithState;
 use super::stats::{ConsumerStats, Counters};
+use super::stopped;
+use super::worker::{Route, UnknownEventPolicy, Worker};
 use crate::codec::{Codec, JsonCodec};
 use crate::error::Error;
 use crate::event::DomainEvent;
-use crate::observe::{attach, names, TraceContext};
-use crate::outbox::Inbox;
+use crate::inbox::Inbox;
+use crate::observe::names;
 use crate::retry::RetryPolicy;
-use crate::subscriber::{Delivery, Subscriber, Subscription};
-
-/// What to do with a message whose `event_type` has no handler.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub enum UnknownEventPolicy {
-    /// Dead-letter it (the default): nothing is silently ignored.
-    #[default]
-    DeadLetter,
-    /// Acknowledge and drop it: for subscriptions that deliberately see more types than they
-    /// handle.
-    Ack,
-}
+use crate::subscriber::{DeliveryStream, Subscriber, Subscription};
 
 /// Builds and starts a consumer of one subscription.
 ///
@@ -41,7 +36,7 @@ pub enum UnknownEventPolicy {
 /// # impl DomainEvent for OrderCreated { const EVENT_TYPE: &'static str = "order_created"; }
 /// # async fn f() -> Result<(), Error> {
 /// let broker = MemoryBroker::default();
-/// let consumer = Consumer::new(Arc::new(broker.subscriber()), Subscription::new("billing", ["events.#"]))
+/// let consumer = Consumer::new(broker.subscriber(), Subscription::new("billing", ["events.#"]))
 ///     .on(|order: OrderCreated, _ctx| async move {
 ///         println!("bill {}", order.order_id);
 ///         Ok(())
@@ -56,12 +51,21 @@ pub struct Consumer {
     subscriber: Arc<dyn Subscriber>,
     subscription: Subscription,
     codec: Arc<dyn Codec>,
-    handlers: HashMap<String, ErasedHandler>,
+    routes: HashMap<String, RouteSpec>,
     retry: RetryPolicy,
     unknown: UnknownEventPolicy,
     concurrency: usize,
+    ordered: bool,
+    breaker: Option<CircuitBreaker>,
+    rate: Option<f64>,
     inbox: Option<Arc<dyn Inbox>>,
     lag_interval: Option<Duration>,
+}
+
+/// A handler as registered, before the consumer starts.
+enum RouteSpec {
+    One(ErasedHandler),
+    Batch(BatchSpec),
 }
 
 /// How often a consumer asks its backend for the subscription's lag, by default.
@@ -75,10 +79,13 @@ impl Consumer {
             subscriber,
             subscription,
             codec: Arc::new(JsonCodec),
-            handlers: HashMap::new(),
+            routes: HashMap::new(),
             retry: RetryPolicy::default(),
             unknown: UnknownEventPolicy::default(),
             concurrency: 16,
+            ordered: false,
+            breaker: None,
+            rate: None,
             inbox: None,
             lag_interval: Some(DEFAULT_LAG_INTERVAL),
         }
@@ -91,9 +98,17 @@ impl Consumer {
         F: Fn(T, HandlerContext) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
     {
-        self.handlers
-            .insert(T::EVENT_TYPE.to_string(), typed(handler));
+        let route = RouteSpec::One(typed(handler));
+        self.routes.insert(T::EVENT_TYPE.to_string(), route);
         self
+    }
+
+    /// Gives the handlers registered next a state: `.with_state(app).on(|app, event: T, ctx|
+    /// async move { … })`. Each call gets its own clone of `state` (an `Arc`, a pool, a
+    /// handle), owned by the handler's future, so it can be used across awaits without the
+    /// clone-outside-and-inside-the-closure dance. See [`WithState`].
+    pub fn with_state<S: Clone + Send + Sync + 'static>(self, state: S) -> WithState<S> {
+        WithState::new(self, state)
     }
 
     /// Handles events of `event_type` untyped: the handler reads `ctx.event`.
@@ -102,13 +117,62 @@ impl Consumer {
         F: Fn(HandlerContext) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
     {
-        self.handlers.insert(event_type.into(), untyped(handler));
+        let route = RouteSpec::One(untyped(handler));
+        self.routes.insert(event_type.into(), route);
         self
     }
 
-    /// How many messages are handled at once (also the subscription's prefetch).
+    /// Handles events of type `T` in batches: the handler gets up to `max_size` events with
+    /// their contexts, or fewer once `max_wait` has passed since the first arrived, and returns
+    /// one outcome per event, in the same order: `Ok` acks it, a transient error retries it
+    /// (in a later batch, after the retry policy's backoff; dead-lettered after the last
+    /// attempt), a permanent error dead-letters it. A missing outcome counts as a transient
+    /// failure.
+    ///
+    /// Events that do not decode into `T` never reach the batch: they are dead-lettered. One
+    /// batch of a type runs at a time. The consumer holds at least `max_size` deliveries (its
+    /// prefetch grows to fit), so a batch can fill. With [`Consumer::ordered_by_key`] a batch
+    /// holds at most one message per key: the next of the key waits until the one before is
+    /// settled.
+    pub fn on_batch<T, F, Fut>(mut self, max_size: usize, max_wait: Duration, handler: F) -> Self
+    where
+        T: DomainEvent,
+        F: Fn(Vec<(T, HandlerContext)>) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = Vec<Result<(), HandlerError>>> + Send + 'static,
+    {
+        let route = RouteSpec::Batch(batch_spec(max_size, max_wait, handler));
+        self.routes.insert(T::EVENT_TYPE.to_string(), route);
+        self
+    }
+
+    /// How many handlers run at once (the size of the worker pool) and how many deliveries
+    /// the consumer holds (its prefetch), unless a batch handler needs more.
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.clamp(1, usize::from(u16::MAX));
+        self
+    }
+
+    /// Handles messages with the same [`Message::key`](crate::Message::key) one after another,
+    /// in delivery order, and different keys in parallel (up to the concurrency). Messages
+    /// without a key run unordered. A message being retried in process holds back its own key
+    /// only; settling it (ack, dead letter) lets the next of its key run.
+    pub fn ordered_by_key(mut self) -> Self {
+        self.ordered = true;
+        self
+    }
+
+    /// Stops fetching after consecutive transient failures, for a cool-off, then probes with
+    /// one message (see [`CircuitBreaker`]). Its state is in [`ConsumerHandle::health`] and the
+    /// `longshore_circuit_breaker_state` gauge.
+    pub fn circuit_breaker(mut self, breaker: CircuitBreaker) -> Self {
+        self.breaker = Some(breaker);
+        self
+    }
+
+    /// Takes at most `per_second` messages per second from the subscription (a token bucket
+    /// allowing bursts of a tenth of a second's worth). Not positive or not finite: no limit.
+    pub fn rate_limit(mut self, per_second: f64) -> Self {
+        self.rate = Some(per_second);
         self
     }
 
@@ -148,42 +212,84 @@ impl Consumer {
         self
     }
 
-    /// Subscribes and starts consuming in a background task.
+    /// Subscribes and starts consuming in background tasks: the fetch loop and a fixed pool of
+    /// `concurrency` workers (plus one runner per batch handler).
     ///
     /// Subscription errors (bad names, unreachable broker) are returned here, not later.
     pub async fn start(self) -> Result<ConsumerHandle, Error> {
-        let prefetch = u16::try_from(self.concurrency).unwrap_or(u16::MAX);
+        let largest_batch = self.routes.values().map(|r| match r {
+            RouteSpec::Batch(b) => b.max_size,
+            RouteSpec::One(_) => 0,
+        });
+        let held = largest_batch.fold(self.concurrency, usize::max);
+        let prefetch = u16::try_from(held).unwrap_or(u16::MAX);
         let subscription = self.subscription.clone().with_prefetch(prefetch);
         let stream = self.subscriber.subscribe(&subscription).await?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let counters = Arc::new(Counters::default());
         let backend = self.subscriber.capabilities().backend;
+        let name = self.subscription.name.clone();
         if let Some(every) = self.lag_interval {
             tokio::spawn(poll_lag(
                 self.subscriber.clone(),
-                self.subscription.name.clone(),
+                name.clone(),
                 every,
                 stop_rx.clone(),
             ));
         }
-        let worker = Arc::new(Worker {
-            metrics: WorkerMetrics::new(backend, &self.subscription.name),
+        let flow = Arc::new(Flow::new(
+            self.breaker,
+            self.rate,
+            counters.clone(),
             backend,
-            subscription: self.subscription.name.clone(),
+            &name,
+        ));
+        let settler = Arc::new(Settler::new(
+            backend,
+            name,
+            self.retry,
+            self.inbox,
+            counters.clone(),
+            Arc::new(Lanes::new(self.ordered)),
+            flow.clone(),
+        ));
+        let (halt_tx, halt_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        let mut routes = HashMap::with_capacity(self.routes.len());
+        for (event_type, spec) in self.routes {
+            let route = match spec {
+                RouteSpec::One(handler) => Route::One(handler),
+                RouteSpec::Batch(spec) => {
+                    let (route, runner) = spec.start(settler.clone(), halt_rx.clone());
+                    tasks.spawn(runner);
+                    Route::Batch(route)
+                }
+            };
+            routes.insert(event_type, route);
+        }
+        let worker = Arc::new(Worker {
+            settler,
             codec: self.codec,
-            handlers: self.handlers,
-            retry: self.retry,
+            routes,
             unknown: self.unknown,
-            inbox: self.inbox,
-            counters: counters.clone(),
         });
+        for _ in 0..self.concurrency {
+            tasks.spawn(worker.clone().run(halt_rx.clone()));
+        }
         let (deadline_tx, deadline_rx) = watch::channel(None);
-        let task = tokio::spawn(run(worker, stream, self.concurrency, stop_rx, deadline_rx));
+        let pool = Pool {
+            worker,
+            tasks,
+            halt: halt_tx,
+            held,
+        };
+        let task = tokio::spawn(pool.run(stream, stop_rx, deadline_rx));
         Ok(ConsumerHandle {
             stop: stop_tx,
             deadline: deadline_tx,
             task,
             counters,
+            flow,
         })
     }
 }
@@ -195,6 +301,7 @@ pub struct ConsumerHandle {
     deadline: watch::Sender<Option<Duration>>,
     task: tokio::task::JoinHandle<()>,
     counters: Arc<Counters>,
+    flow: Arc<Flow>,
 }
 
 impl ConsumerHandle {
@@ -203,60 +310,56 @@ impl ConsumerHandle {
         self.counters.snapshot()
     }
 
+    /// Whether it is running, paused, and the circuit breaker's state.
+    pub fn health(&self) -> ConsumerHealth {
+        ConsumerHealth {
+            running: !self.task.is_finished() && !*self.stop.borrow(),
+            paused: self.flow.is_paused(),
+            breaker: self.flow.breaker_state(),
+        }
+    }
+
+    /// A cloneable view of [`ConsumerHandle::health`], for a health endpoint that does not
+    /// own the handle (e.g. `Longshore::watch_consumer`).
+    pub fn probe(&self) -> ConsumerProbe {
+        ConsumerProbe {
+            flow: self.flow.clone(),
+            stop: self.stop.subscribe(),
+            task: self.task.abort_handle(),
+        }
+    }
+
+    /// The circuit breaker's state ([`BreakerState::Closed`] without a breaker).
+    pub fn breaker(&self) -> BreakerState {
+        self.flow.breaker_state()
+    }
+
+    /// Stops taking deliveries from the subscription: from now on no handler starts on a
+    /// delivery fetched after this call (at most one fetched delivery is held, unacknowledged,
+    /// within the prefetch). Deliveries taken before run to their end.
+    pub fn pause(&self) {
+        self.flow.set_paused(true);
+    }
+
+    /// Takes deliveries again after [`ConsumerHandle::pause`].
+    pub fn resume(&self) {
+        self.flow.set_paused(false);
+    }
+
     /// Whether the consumer stopped by itself (its subscription stream ended).
     pub fn is_finished(&self) -> bool {
         self.task.is_finished()
     }
 
-    /// Stops fetching, lets in-flight handlers finish for up to `deadline`, then abandons the
+    /// Stops fetching, lets running handlers finish for up to `deadline`, then abandons the
     /// rest unacknowledged (the broker redelivers them) and returns the final counters.
+    /// Deliveries taken but not started (queued behind their key, waiting for a worker or a
+    /// batch) are given back at once.
     pub async fn shutdown(self, deadline: Duration) -> ConsumerStats {
         self.deadline.send_replace(Some(deadline));
         self.stop.send_replace(true);
         let _ = self.task.await;
         self.counters.snapshot()
-    }
-}
-
-struct Worker {
-    backend: &'static str,
-    metrics: WorkerMetrics,
-    subscription: String,
-    codec: Arc<dyn Codec>,
-    handlers: HashMap<String, ErasedHandler>,
-    retry: RetryPolicy,
-    unknown: UnknownEventPolicy,
-    inbox: Option<Arc<dyn Inbox>>,
-    counters: Arc<Counters>,
-}
-
-/// The runtime's metric handles, registered once per consumer.
-struct WorkerMetrics {
-    retried: metrics::Counter,
-    handled_ok: metrics::Histogram,
-    handled_retry: metrics::Histogram,
-    handled_dead: metrics::Histogram,
-}
-
-impl WorkerMetrics {
-    fn new(backend: &'static str, subscription: &str) -> Self {
-        let labels = |outcome: &'static str| {
-            [
-                ("backend", backend.to_string()),
-                ("subscription", subscription.to_string()),
-                ("outcome", outcome.to_string()),
-            ]
-        };
-        WorkerMetrics {
-            retried: metrics::counter!(
-                names::RETRIED,
-                "backend" => backend,
-                "subscription" => subscription.to_string()
-            ),
-            handled_ok: metrics::histogram!(names::HANDLER_DURATION, &labels("ok")),
-            handled_retry: metrics::histogram!(names::HANDLER_DURATION, &labels("retry")),
-            handled_dead: metrics::histogram!(names::HANDLER_DURATION, &labels("dead_letter")),
-        }
     }
 }
 
@@ -286,196 +389,92 @@ async fn poll_lag(
     }
 }
 
-async fn run(
+/// The started pool: workers and batch runners, and the signal that halts them.
+struct Pool {
     worker: Arc<Worker>,
-    mut stream: crate::subscriber::DeliveryStream,
-    concurrency: usize,
-    mut stop: watch::Receiver<bool>,
-    deadline: watch::Receiver<Option<Duration>>,
+    tasks: JoinSet<()>,
+    halt: watch::Sender<bool>,
+    /// How many deliveries the consumer holds at most.
+    held: usize,
+}
+
+impl Pool {
+    async fn run(
+        mut self,
+        mut stream: DeliveryStream,
+        mut stop: watch::Receiver<bool>,
+        deadline: watch::Receiver<Option<Duration>>,
+    ) {
+        let settler = self.worker.settler.clone();
+        fetch(&settler, &mut stream, self.held, &mut stop).await;
+        // Stop starting work, but keep the stream (and so the broker channel) alive while
+        // running handlers settle their deliveries.
+        self.halt.send_replace(true);
+        let limit = (*deadline.borrow()).unwrap_or(Duration::ZERO);
+        let tasks = &mut self.tasks;
+        let drained =
+            tokio::time::timeout(limit, async { while tasks.join_next().await.is_some() {} }).await;
+        if drained.is_err() {
+            tracing::warn!(subscription = %settler.subscription, unfinished = self.tasks.len(), "shutdown deadline passed; abandoning unfinished deliveries unacknowledged");
+            self.tasks.abort_all();
+            while self.tasks.join_next().await.is_some() {}
+        }
+        for job in settler.lanes.take_all().await {
+            settler.requeue(job).await;
+        }
+        drop(stream);
+    }
+}
+
+/// The fetch loop: takes a delivery whenever the consumer holds fewer than `held`, and hands
+/// it to the lanes once flow control lets it pass. Returns on stop, the stream's end, or a
+/// stream error that will not heal.
+async fn fetch(
+    settler: &Settler,
+    stream: &mut DeliveryStream,
+    held: usize,
+    stop: &mut watch::Receiver<bool>,
 ) {
-    let slots = Arc::new(Semaphore::new(concurrency));
-    let mut tasks = JoinSet::new();
+    let slots = Arc::new(Semaphore::new(held));
+    let mut gate = settler.flow.gate();
     loop {
-        while tasks.try_join_next().is_some() {}
-        let slot = tokio::select! {
-            _ = stopped(&mut stop) => break,
-            slot = slots.clone().acquire_owned() => slot,
+        let permit = tokio::select! {
+            _ = stopped(stop) => return,
+            permit = slots.clone().acquire_owned() => permit,
         };
-        let Ok(slot) = slot else { break };
+        let Ok(permit) = permit else { return };
         let next = tokio::select! {
-            _ = stopped(&mut stop) => break,
+            _ = stopped(stop) => return,
             next = stream.next() => next,
         };
-        match next {
-            None => break,
+        let delivery = match next {
+            None => return,
+            Some(Ok(delivery)) => delivery,
             Some(Err(e)) => {
-                Counters::inc(&worker.counters.stream_errors);
-                tracing::warn!(subscription = %worker.subscription, error = %e, "delivery stream error");
+                Counters::inc(&settler.counters.stream_errors);
+                tracing::warn!(subscription = %settler.subscription, error = %e, "delivery stream error");
                 if !e.is_retryable() {
-                    tracing::error!(subscription = %worker.subscription, "delivery stream failed for good; consumer stops");
-                    break;
+                    tracing::error!(subscription = %settler.subscription, "delivery stream failed for good; consumer stops");
+                    return;
                 }
+                continue;
             }
-            Some(Ok(delivery)) => {
-                Counters::inc(&worker.counters.received);
-                let worker = worker.clone();
-                let stop = stop.clone();
-                tasks.spawn(async move {
-                    worker.process(delivery, stop).await;
-                    drop(slot);
-                });
+        };
+        Counters::inc(&settler.counters.received);
+        let job = settler.lanes.job(delivery, permit);
+        // Flow control acts here, after the fetch, so a pause or an opened breaker that came
+        // while the loop waited on an idle stream still holds the delivery that ends the wait:
+        // one delivery at most, within the prefetch.
+        tokio::select! {
+            biased;
+            _ = stopped(stop) => {
+                // Never admitted, so its key is not in flight: give it back without releasing.
+                let mut job = job;
+                job.key = None;
+                return settler.requeue(job).await;
             }
+            _ = gate.pass() => {}
         }
+        settler.lanes.admit(job);
     }
-    // Stop fetching, but keep the stream (and so the broker channel) alive while in-flight
-    // handlers settle their deliveries.
-    let limit = (*deadline.borrow()).unwrap_or(Duration::ZERO);
-    let drained =
-        tokio::time::timeout(limit, async { while tasks.join_next().await.is_some() {} }).await;
-    if drained.is_err() {
-        tracing::warn!(subscription = %worker.subscription, unfinished = tasks.len(), "shutdown deadline passed; abandoning unfinished deliveries unacknowledged");
-        tasks.abort_all();
-        while tasks.join_next().await.is_some() {}
-    }
-    drop(stream);
-}
-
-impl Worker {
-    async fn process(&self, delivery: Delivery, mut stop: watch::Receiver<bool>) {
-        // Continue the trace the message carries (or start one for a message that has none,
-        // from a publisher that does not trace), so whatever the handler publishes joins it.
-        let parent = TraceContext::from_headers(&delivery.message.headers);
-        let trace = parent
-            .as_ref()
-            .map_or_else(TraceContext::new_root, TraceContext::child);
-        let span = tracing::info_span!(
-            "longshore.handle",
-            backend = self.backend,
-            subscription = %self.subscription,
-            topic = %delivery.topic,
-            message_id = %delivery.message.id,
-            event_type = tracing::field::Empty,
-            attempt = delivery.attempt,
-            trace_id = %trace.trace_id_hex(),
-        );
-        if let Some(parent) = &parent {
-            attach(&span, parent);
-        }
-        async move {
-            let event = match self.codec.decode(&delivery.message) {
-                Ok(event) => Arc::new(event),
-                Err(e) => {
-                    let attempts = delivery.attempt;
-                    return self.dead_letter(delivery, format!("undecodable message: {e}"), attempts).await;
-                }
-            };
-            tracing::Span::current().record("event_type", event.event_type.as_str());
-            let Some(handler) = self.handlers.get(&event.event_type) else {
-                return match self.unknown {
-                    UnknownEventPolicy::Ack => self.ack(delivery).await,
-                    UnknownEventPolicy::DeadLetter => {
-                        let attempts = delivery.attempt;
-                        let reason = format!("unknown event type {:?}", event.event_type);
-                        self.dead_letter(delivery, reason, attempts).await
-                    }
-                };
-            };
-            if let Some(inbox) = &self.inbox {
-                match inbox.is_processed(&self.subscription, &delivery.message.id).await {
-                    Ok(true) => {
-                        Counters::inc(&self.counters.duplicates);
-                        return self.ack(delivery).await;
-                    }
-                    Ok(false) => {}
-                    Err(e) => {
-                        // Without the inbox we cannot tell a duplicate; let the broker retry.
-                        tracing::warn!(error = %e, "inbox unavailable; message will be redelivered");
-                        return self.requeue(delivery).await;
-                    }
-                }
-            }
-            let mut attempt = delivery.attempt;
-            loop {
-                let ctx = HandlerContext {
-                    subscription: self.subscription.clone(),
-                    topic: delivery.topic.clone(),
-                    attempt,
-                    event: event.clone(),
-                };
-                // A panicking handler is a failed attempt, not a dead consumer.
-                let started = std::time::Instant::now();
-                let result = trace
-                    .clone()
-                    .scope(std::panic::AssertUnwindSafe(handler(ctx)).catch_unwind())
-                    .await;
-                let took = started.elapsed();
-                let error = match result {
-                    Ok(Ok(())) => {
-                        self.metrics.handled_ok.record(took);
-                        if let Some(inbox) = &self.inbox {
-                            if let Err(e) = inbox.mark_processed(&self.subscription, &delivery.message.id).await {
-                                tracing::warn!(error = %e, "could not record message in inbox; it may be handled again");
-                            }
-                        }
-                        return self.ack(delivery).await;
-                    }
-                    Ok(Err(e)) => e,
-                    Err(_) => HandlerError::transient("handler panicked"),
-                };
-                if error.is_permanent() {
-                    self.metrics.handled_dead.record(took);
-                    return self.dead_letter(delivery, format!("permanent error: {error}"), attempt).await;
-                }
-                if attempt >= self.retry.max_attempts {
-                    self.metrics.handled_dead.record(took);
-                    let reason = format!("gave up after {attempt} attempts: {error}");
-                    return self.dead_letter(delivery, reason, attempt).await;
-                }
-                tracing::debug!(attempt, error = %error, "handler failed; retrying");
-                Counters::inc(&self.counters.retried);
-                self.metrics.handled_retry.record(took);
-                self.metrics.retried.increment(1);
-                let delay = self.retry.backoff(attempt);
-                tokio::select! {
-                    _ = tokio::time::sleep(delay) => attempt += 1,
-                    _ = stopped(&mut stop) => return self.requeue(delivery).await,
-                }
-            }
-        }
-        .instrument(span)
-        .await
-    }
-
-    async fn ack(&self, delivery: Delivery) {
-        match delivery.ack().await {
-            Ok(()) => Counters::inc(&self.counters.acked),
-            Err(e) => self.settle_failed("ack", e),
-        }
-    }
-
-    async fn requeue(&self, delivery: Delivery) {
-        match delivery.nack(None).await {
-            Ok(()) => Counters::inc(&self.counters.requeued),
-            Err(e) => self.settle_failed("nack", e),
-        }
-    }
-
-    async fn dead_letter(&self, delivery: Delivery, reason: String, attempts: u32) {
-        tracing::warn!(%reason, attempts, "dead-lettering message");
-        match delivery.dead_letter_after(reason, attempts).await {
-            Ok(()) => Counters::inc(&self.counters.dead_lettered),
-            Err(e) => self.settle_failed("dead-letter", e),
-        }
-    }
-
-    fn settle_failed(&self, what: &str, e: Error) {
-        Counters::inc(&self.counters.settle_errors);
-        tracing::warn!(error = %e, "{what} failed; the broker will redeliver the message");
-    }
-}
-
-/// Resolves once stop is requested or the handle is dropped.
-async fn stopped(stop: &mut watch::Receiver<bool>) {
-    // The guard returned by `wait_for` is not `Send`; drop it before the caller goes on.
-    let _ = stop.wait_for(|s| *s).await.map(|_| ());
 }

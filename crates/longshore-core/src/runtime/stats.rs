@@ -13,6 +13,8 @@ pub(crate) struct Counters {
     pub requeued: AtomicU64,
     pub stream_errors: AtomicU64,
     pub settle_errors: AtomicU64,
+    pub batches: AtomicU64,
+    pub breaker_opened: AtomicU64,
 }
 
 impl Counters {
@@ -31,6 +33,8 @@ impl Counters {
             requeued: get(&self.requeued),
             stream_errors: get(&self.stream_errors),
             settle_errors: get(&self.settle_errors),
+            batches: get(&self.batches),
+            breaker_opened: get(&self.breaker_opened),
         }
     }
 }
@@ -49,10 +53,14 @@ pub struct ConsumerStats {
     pub dead_lettered: u64,
     /// Deliveries skipped because the inbox had already seen their id (also acked).
     pub duplicates: u64,
-    /// Deliveries given back unfinished (shutdown during a retry wait).
+    /// Deliveries given back unfinished (shutdown: during a retry wait, or not yet started).
     pub requeued: u64,
     /// Errors reported by the delivery stream.
     pub stream_errors: u64,
     /// Failed ack / nack / dead-letter calls (the broker will redeliver those messages).
     pub settle_errors: u64,
+    /// Calls of batch handlers.
+    pub batches: u64,
+    /// Times the circuit breaker opened.
+    pub breaker_opened: u64,
 }

@@ -1,58 +1,58 @@
-//! Shared helpers of the integration tests: a factory for the broker at `KAFKA_BROKERS`.
+//! Shared helpers of the integration tests: the URL of the broker at `KAFKA_BROKERS` with the
+//! test settings, and connecting with a configuration of a test's own.
 #![allow(dead_code)]
 
-use std::sync::Arc;
-use std::time::Duration;
+pub mod raw;
 
-use longshore_core::{async_trait, Publisher, Subscriber};
 use longshore_kafka::{KafkaBroker, KafkaConfig};
-use longshore_testkit::BrokerFactory;
 
 pub fn brokers() -> String {
     std::env::var("KAFKA_BROKERS").unwrap_or_else(|_| "127.0.0.1:9092".to_string())
 }
 
-/// The test configuration. `KAFKA_SESSION_TIMEOUT_MS` (default 6000, Kafka's minimum) bounds
-/// how long group joins take on brokers that wait for it.
-pub fn config() -> KafkaConfig {
-    let mut c = KafkaConfig::new(brokers());
-    let session = std::env::var("KAFKA_SESSION_TIMEOUT_MS")
+/// The URL of the broker under test, carrying the test settings:
+/// `session_timeout_ms` from `KAFKA_SESSION_TIMEOUT_MS` (default 6000, Kafka's minimum), which
+/// bounds how long group joins take on brokers that wait for it, and librdkafka's `debug`
+/// contexts from `KAFKA_DEBUG` when set.
+///
+/// It also installs the testkit's global metrics recorder and tracing subscriber (idempotent):
+/// the observability scenarios need them to be the global ones, and they print the logs
+/// `RUST_LOG` selects (`RUST_LOG=longshore_kafka=debug`) in test output.
+pub fn url() -> String {
+    init_logs();
+    let session: u64 = std::env::var("KAFKA_SESSION_TIMEOUT_MS")
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(6000);
-    c.session_timeout = Duration::from_millis(session);
-    c.request_timeout = Duration::from_secs(10);
+    let mut url = format!("kafka://{}?session_timeout_ms={session}", brokers());
     if let Ok(d) = std::env::var("KAFKA_DEBUG") {
-        c = c.with_property("debug", d);
+        url.push_str("&debug=");
+        url.push_str(&encode(&d));
     }
-    c
+    url
 }
 
-pub struct Kafka(pub KafkaBroker);
-
-#[async_trait]
-impl BrokerFactory for Kafka {
-    async fn publisher(&self) -> Arc<dyn Publisher> {
-        Arc::new(self.0.publisher())
-    }
-    async fn subscriber(&self) -> Arc<dyn Subscriber> {
-        Arc::new(self.0.subscriber())
-    }
+/// Percent-encodes the characters that would end a URL option value.
+fn encode(v: &str) -> String {
+    v.replace('%', "%25")
+        .replace('&', "%26")
+        .replace('#', "%23")
 }
 
-/// Installs the testkit's global metrics recorder and tracing subscriber, which the
-/// observability scenarios need to be the global ones; it also prints logs filtered by
-/// `RUST_LOG` (`RUST_LOG=longshore_kafka=debug` shows the adapter's logs in test output).
+/// The test configuration: [`url`] parsed.
+pub fn config() -> KafkaConfig {
+    KafkaConfig::from_url(&url()).expect("the test URL parses")
+}
+
+/// Installs the testkit's global metrics recorder and tracing subscriber (see [`url`]).
 pub fn init_logs() {
     longshore_testkit::observe::install();
 }
 
+/// Connects with `config`; `None` (after printing why) when the broker is unreachable outside
+/// CI.
 pub async fn connect_with(config: KafkaConfig) -> Option<KafkaBroker> {
     init_logs();
     let url = format!("kafka://{}", brokers());
     longshore_testkit::require_broker("kafka", &url, KafkaBroker::connect(config).await)
-}
-
-pub async fn factory() -> Option<Kafka> {
-    connect_with(config()).await.map(Kafka)
 }

@@ -6,8 +6,8 @@ pub mod collector;
 use std::time::Duration;
 
 use futures::StreamExt;
+use longshore::observe::TraceContext;
 use longshore::prelude::*;
-use longshore::TraceContext;
 use longshore_core::observe::Propagation;
 use longshore_testkit::{within, Names};
 use tokio::sync::mpsc;

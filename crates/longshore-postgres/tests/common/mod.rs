@@ -2,6 +2,8 @@
 //! cleanup of schemas left behind by earlier runs.
 #![allow(dead_code)]
 
+pub mod raw;
+
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use longshore_postgres::sqlx::{self, PgPool};
@@ -55,6 +57,14 @@ pub async fn cleanup_old_schemas(pool: &PgPool) {
             .await;
         }
     }
+}
+
+/// The server URL with a fresh schema (`?schema=`), so that a test's subscriptions, events and
+/// outbox rows are its own, and a small pool.
+pub fn fresh_schema_url() -> String {
+    let url = url();
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}schema={}&max_connections=8", fresh_schema())
 }
 
 /// A config for a fresh schema, small pool.

@@ -1,15 +1,25 @@
 //! Shared helpers of the integration tests (included with `mod common;`).
 #![allow(dead_code)]
 
-use std::sync::Arc;
+pub mod raw;
 
-use longshore_core::{async_trait, Publisher, Subscriber};
 use longshore_rabbitmq::{RabbitBroker, RabbitConfig, DEFAULT_URL};
-use longshore_testkit::{require_broker, BrokerFactory};
+use longshore_testkit::require_broker;
 
 /// `AMQP_URL` or the local broker.
 pub fn amqp_url() -> String {
     std::env::var("AMQP_URL").unwrap_or_else(|_| DEFAULT_URL.to_string())
+}
+
+/// `AMQP_URL` with `queue_type=quorum`: every subscription declares quorum queues.
+pub fn quorum_url() -> String {
+    with_query(&amqp_url(), "queue_type=quorum")
+}
+
+/// `url` with one more query parameter.
+pub fn with_query(url: &str, pair: &str) -> String {
+    let separator = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{separator}{pair}")
 }
 
 /// A broker on `AMQP_URL` with `config` applied, or `None` (skip, reason printed) when the
@@ -23,25 +33,6 @@ pub async fn broker_with(
         Err(e) => Err(e),
     };
     require_broker("rabbitmq", &url, attempt)
-}
-
-/// The factory the conformance suite runs on.
-pub struct Rabbit(pub RabbitBroker);
-
-#[async_trait]
-impl BrokerFactory for Rabbit {
-    async fn publisher(&self) -> Arc<dyn Publisher> {
-        Arc::new(self.0.publisher())
-    }
-    async fn subscriber(&self) -> Arc<dyn Subscriber> {
-        Arc::new(self.0.subscriber())
-    }
-}
-
-/// The suite runs with the default configuration (unroutable publishes are errors; the
-/// scenarios keep every topic they publish to routable).
-pub async fn suite_factory() -> Option<Rabbit> {
-    broker_with(|c| c).await.map(Rabbit)
 }
 
 /// Force-closes connections with `rabbitmqctl`: by default every connection whose client

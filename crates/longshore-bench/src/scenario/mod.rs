@@ -1,0 +1,131 @@
+//! The scenarios, each run by longshore and by the raw client in alternating order.
+//!
+//! This file names the workloads (what the command line picks); [`run`] drives them and one
+//! file per family measures them: [`publish`] (publish-one, publish-batch), [`consume`]
+//! (transport, end-to-end, drain-backlog) and [`events`] (store appends, read-all, relay).
+//! It imports neither the command line nor the report, so both can name a [`Scenario`].
+
+mod consume;
+mod events;
+mod publish;
+mod run;
+mod side;
+
+pub use run::run_all;
+
+use crate::backend::Backend;
+
+/// One workload.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scenario {
+    PublishOne,
+    PublishBatch,
+    Transport,
+    EndToEnd,
+    StoreAppend1,
+    StoreAppend10,
+    ReadAll,
+    Relay,
+    DrainBacklog,
+}
+
+impl Scenario {
+    pub const ALL: [Scenario; 9] = [
+        Scenario::PublishOne,
+        Scenario::PublishBatch,
+        Scenario::Transport,
+        Scenario::EndToEnd,
+        Scenario::StoreAppend1,
+        Scenario::StoreAppend10,
+        Scenario::ReadAll,
+        Scenario::Relay,
+        Scenario::DrainBacklog,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Scenario::PublishOne => "publish-one",
+            Scenario::PublishBatch => "publish-batch",
+            Scenario::Transport => "transport",
+            Scenario::EndToEnd => "end-to-end",
+            Scenario::StoreAppend1 => "store-append-1",
+            Scenario::StoreAppend10 => "store-append-10",
+            Scenario::ReadAll => "read-all",
+            Scenario::Relay => "relay",
+            Scenario::DrainBacklog => "drain-backlog",
+        }
+    }
+
+    pub fn from_name(s: &str) -> Option<Scenario> {
+        Scenario::ALL.into_iter().find(|x| x.name() == s)
+    }
+
+    fn applies(self, b: Backend) -> bool {
+        match self {
+            Scenario::StoreAppend1 | Scenario::StoreAppend10 | Scenario::ReadAll => b.has_store(),
+            _ => true,
+        }
+    }
+
+    /// What the latency columns measure.
+    pub fn latency_of(self) -> &'static str {
+        match self {
+            Scenario::PublishOne => "one confirmed publish",
+            Scenario::PublishBatch => "one batch of 100",
+            Scenario::EndToEnd => "publish → handled",
+            Scenario::StoreAppend1 | Scenario::StoreAppend10 => "one transaction",
+            Scenario::ReadAll => "one page of 500",
+            Scenario::Relay => "one relay pass (100 rows)",
+            Scenario::Transport | Scenario::DrainBacklog => "–",
+        }
+    }
+
+    pub fn unit(self) -> &'static str {
+        match self {
+            Scenario::StoreAppend1 | Scenario::StoreAppend10 | Scenario::ReadAll => "events/s",
+            _ => "msg/s",
+        }
+    }
+
+    /// Items per side and round (messages, or transactions for appends).
+    fn count(self, b: Backend, quick: bool) -> usize {
+        use Backend::*;
+        if quick {
+            return match (self, b) {
+                (Scenario::PublishOne, Kafka) => 5,
+                (Scenario::PublishOne, _) => 20,
+                (Scenario::StoreAppend1, _) => 20,
+                (Scenario::StoreAppend10, _) => 5,
+                _ => 200,
+            };
+        }
+        match (self, b) {
+            // Below the memory broker's default depth (100,000): nothing consumes here.
+            (Scenario::PublishOne, Memory) => 90_000,
+            (Scenario::PublishOne, Kafka) => 300,
+            (Scenario::PublishOne, _) => 2_000,
+            (Scenario::PublishBatch, Memory) => 90_000,
+            (Scenario::PublishBatch, Nats) => 50_000,
+            (Scenario::PublishBatch, _) => 20_000,
+            (Scenario::Transport, Memory) => 1_000_000,
+            // SQLite: every ack is a commit, and under FULL each one syncs the WAL.
+            (Scenario::Transport, Rabbitmq | Postgres | Sqlite) => 10_000,
+            (Scenario::Transport, _) => 50_000,
+            (Scenario::EndToEnd, Memory) => 1_000_000,
+            (Scenario::EndToEnd, Postgres | Sqlite) => 5_000,
+            (Scenario::EndToEnd, _) => 20_000,
+            (Scenario::StoreAppend1, Memory) => 50_000,
+            (Scenario::StoreAppend1, _) => 1_000,
+            (Scenario::StoreAppend10, Memory) => 10_000,
+            (Scenario::StoreAppend10, _) => 300,
+            (Scenario::ReadAll, Memory) => 200_000,
+            (Scenario::ReadAll, _) => 20_000,
+            (Scenario::Relay, Memory) => 20_000,
+            (Scenario::Relay, _) => 10_000,
+            (Scenario::DrainBacklog, Memory) => 1_000_000,
+            (Scenario::DrainBacklog, Rabbitmq) => 50_000,
+            (Scenario::DrainBacklog, Postgres | Sqlite) => 20_000,
+            (Scenario::DrainBacklog, _) => 100_000,
+        }
+    }
+}

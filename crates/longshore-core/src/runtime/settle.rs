@@ -1,0 +1,182 @@
+//! Settling a job: ack, requeue or dead-letter its delivery, count it, and release its key so
+//! the next message of that key may run. Shared by the workers and the batch runners.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::flow::{Attempt, Flow};
+use super::lanes::{Job, Lanes};
+use super::stats::Counters;
+use crate::error::Error;
+use crate::inbox::Inbox;
+use crate::observe::names;
+use crate::retry::RetryPolicy;
+
+/// What one consumer's workers and batch runners share.
+pub(crate) struct Settler {
+    pub backend: &'static str,
+    pub subscription: String,
+    pub retry: RetryPolicy,
+    pub inbox: Option<Arc<dyn Inbox>>,
+    pub counters: Arc<Counters>,
+    pub lanes: Arc<Lanes>,
+    pub flow: Arc<Flow>,
+    metrics: SettleMetrics,
+}
+
+/// The runtime's metric handles, registered once per consumer.
+struct SettleMetrics {
+    retried: metrics::Counter,
+    handled_ok: metrics::Histogram,
+    handled_retry: metrics::Histogram,
+    handled_dead: metrics::Histogram,
+}
+
+/// How a handler attempt ended, for the duration histogram and the breaker.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Ok,
+    Retry,
+    DeadLetter { transient: bool },
+}
+
+impl Settler {
+    pub fn new(
+        backend: &'static str,
+        subscription: String,
+        retry: RetryPolicy,
+        inbox: Option<Arc<dyn Inbox>>,
+        counters: Arc<Counters>,
+        lanes: Arc<Lanes>,
+        flow: Arc<Flow>,
+    ) -> Self {
+        let labels = |outcome: &'static str| {
+            [
+                ("backend", backend.to_string()),
+                ("subscription", subscription.clone()),
+                ("outcome", outcome.to_string()),
+            ]
+        };
+        let metrics = SettleMetrics {
+            retried: metrics::counter!(
+                names::RETRIED,
+                "backend" => backend,
+                "subscription" => subscription.clone()
+            ),
+            handled_ok: metrics::histogram!(names::HANDLER_DURATION, &labels("ok")),
+            handled_retry: metrics::histogram!(names::HANDLER_DURATION, &labels("retry")),
+            handled_dead: metrics::histogram!(names::HANDLER_DURATION, &labels("dead_letter")),
+        };
+        Settler {
+            backend,
+            subscription,
+            retry,
+            inbox,
+            counters,
+            lanes,
+            flow,
+            metrics,
+        }
+    }
+
+    /// Records one handler attempt: its duration, retries, and what the breaker learns.
+    pub fn attempted(&self, verdict: Verdict, took: Duration) {
+        match verdict {
+            Verdict::Ok => {
+                self.metrics.handled_ok.record(took);
+                self.flow.attempt(Attempt::Succeeded);
+            }
+            Verdict::Retry => {
+                Counters::inc(&self.counters.retried);
+                self.metrics.handled_retry.record(took);
+                self.metrics.retried.increment(1);
+                self.flow.attempt(Attempt::FailedTransiently);
+            }
+            Verdict::DeadLetter { transient } => {
+                self.metrics.handled_dead.record(took);
+                if transient {
+                    self.flow.attempt(Attempt::FailedTransiently);
+                }
+            }
+        }
+    }
+
+    /// Whether the inbox has seen this job's message: `Some(true)` acks it as a duplicate,
+    /// `None` (inbox unavailable) gives it back, since a duplicate cannot be told.
+    pub async fn seen_before(&self, message_id: &str) -> Option<bool> {
+        let Some(inbox) = &self.inbox else {
+            return Some(false);
+        };
+        match inbox.is_processed(&self.subscription, message_id).await {
+            Ok(seen) => Some(seen),
+            Err(e) => {
+                tracing::warn!(error = %e, "inbox unavailable; message will be redelivered");
+                None
+            }
+        }
+    }
+
+    /// Acks a job whose handler succeeded, recording it in the inbox first.
+    pub async fn handled(&self, job: Job) {
+        if let Some(inbox) = &self.inbox {
+            let id: &str = &job.delivery.message.id;
+            if let Err(e) = inbox.mark_processed(&self.subscription, id).await {
+                tracing::warn!(error = %e, "could not record message in inbox; it may be handled again");
+            }
+        }
+        self.ack(job).await;
+    }
+
+    pub async fn ack(&self, job: Job) {
+        let Job {
+            delivery,
+            key,
+            permit,
+        } = job;
+        match delivery.ack().await {
+            Ok(()) => Counters::inc(&self.counters.acked),
+            Err(e) => self.settle_failed("ack", e),
+        }
+        self.done(key, permit);
+    }
+
+    /// Gives the job back for redelivery (shutdown, an unavailable inbox).
+    pub async fn requeue(&self, job: Job) {
+        let Job {
+            delivery,
+            key,
+            permit,
+        } = job;
+        match delivery.nack(None).await {
+            Ok(()) => Counters::inc(&self.counters.requeued),
+            Err(e) => self.settle_failed("nack", e),
+        }
+        self.done(key, permit);
+    }
+
+    pub async fn dead_letter(&self, job: Job, reason: String, attempts: u32) {
+        tracing::warn!(%reason, attempts, "dead-lettering message");
+        let Job {
+            delivery,
+            key,
+            permit,
+        } = job;
+        match delivery.dead_letter_after(reason, attempts).await {
+            Ok(()) => Counters::inc(&self.counters.dead_lettered),
+            Err(e) => self.settle_failed("dead-letter", e),
+        }
+        self.done(key, permit);
+    }
+
+    /// After settling: the key's next message may run, the in-flight slot is free.
+    fn done(&self, key: Option<u64>, permit: tokio::sync::OwnedSemaphorePermit) {
+        self.lanes.release(key);
+        drop(permit);
+        self.flow.settled();
+    }
+
+    fn settle_failed(&self, what: &str, e: Error) {
+        Counters::inc(&self.counters.settle_errors);
+        tracing::warn!(error = %e, "{what} failed; the broker will redeliver the message");
+    }
+}

@@ -1,0 +1,155 @@
+//! [`PgAcker`]: settles one leased row. Every statement only touches the row while the lease
+//! is still this consumer's (`locked_by` and `attempts` match); a delivery dropped unsettled
+//! is given back at once rather than after its lease.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use longshore_core::{dead_letter_message, dead_letter_topic, Acker, DeadLetter, Error, Message};
+use sqlx::Postgres;
+
+use crate::error::{retry_lost, PgError};
+use crate::lease::{lock, Fetcher};
+use crate::mapping::headers_json;
+
+/// Settles one delivery of a [`Fetcher`].
+pub(crate) struct PgAcker {
+    fetcher: Arc<Fetcher>,
+    row: i64,
+    attempts: i32,
+    settled: bool,
+}
+
+impl PgAcker {
+    pub(crate) fn new(fetcher: Arc<Fetcher>, row: i64, attempts: i32) -> Self {
+        PgAcker {
+            fetcher,
+            row,
+            attempts,
+            settled: false,
+        }
+    }
+
+    /// Releases the row for redelivery after `delay` (now when zero).
+    async fn nack_row(
+        fetcher: &Fetcher,
+        row: i64,
+        attempts: i32,
+        delay: Duration,
+    ) -> Result<(), Error> {
+        let client = &fetcher.client;
+        let now = delay.is_zero();
+        retry_lost("nack", |_| {
+            sqlx::query::<Postgres>(client.sql.nack.clone())
+                .bind(row)
+                .bind(fetcher.id)
+                .bind(attempts)
+                .bind(delay)
+                .bind(&client.channel)
+                .bind(now)
+                .execute(&client.pool)
+        })
+        .await
+        .map_err(PgError::from)?;
+        if !now {
+            // Wake this process's consumers when the delay is over (others poll).
+            let wake = client.hub.keyed(&fetcher.subscription);
+            tokio::spawn(async move {
+                tokio::time::sleep(delay).await;
+                wake.notify_waiters();
+            });
+        }
+        Ok(())
+    }
+}
+
+impl Drop for PgAcker {
+    fn drop(&mut self) {
+        if self.settled {
+            return;
+        }
+        // Dropped unsettled: give the message back now rather than after the lease.
+        let fetcher = self.fetcher.clone();
+        let (row, attempts) = (self.row, self.attempts);
+        lock(&fetcher.leased).remove(&row);
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(async move {
+                    if let Err(e) = PgAcker::nack_row(&fetcher, row, attempts, Duration::ZERO).await {
+                        tracing::warn!(error = %e, "returning an unsettled delivery failed; it comes back when its lease expires");
+                    }
+                    fetcher.released();
+                });
+            }
+            Err(_) => fetcher.released(),
+        }
+    }
+}
+
+#[async_trait]
+impl Acker for PgAcker {
+    async fn ack(mut self: Box<Self>) -> Result<(), Error> {
+        // Settled from here on, even if this future is dropped: the row stays leased by us
+        // until the delete commits, and comes back after its lease if it never does.
+        self.settled = true;
+        let f = self.fetcher.clone();
+        f.finish(self.row);
+        let result = retry_lost("ack", |_| {
+            sqlx::query::<Postgres>(f.client.sql.ack.clone())
+                .bind(self.row)
+                .bind(f.id)
+                .bind(self.attempts)
+                .execute(&f.client.pool)
+        })
+        .await
+        .map_err(PgError::from)?;
+        if result.rows_affected() == 0 {
+            tracing::warn!(subscription = %f.subscription, "ack after the lease expired; the message was redelivered");
+        }
+        Ok(())
+    }
+
+    async fn nack(mut self: Box<Self>, delay: Option<Duration>) -> Result<(), Error> {
+        self.settled = true;
+        let f = self.fetcher.clone();
+        f.finish(self.row);
+        PgAcker::nack_row(&f, self.row, self.attempts, delay.unwrap_or(Duration::ZERO)).await
+    }
+
+    /// Moves the row to the subscription `dlq.<name>` in one statement; if that fails the
+    /// delivery stays unsettled and its drop gives the message back for another try.
+    async fn dead_letter(
+        mut self: Box<Self>,
+        message: Message,
+        topic: &str,
+        dead: DeadLetter,
+    ) -> Result<(), Error> {
+        let f = self.fetcher.clone();
+        let dlq = dead_letter_topic(&f.subscription);
+        let letter = dead_letter_message(message, topic, &f.subscription, &dead);
+        let headers = headers_json(&letter.headers)?;
+        let payload = letter.payload.to_vec();
+        // Moving is one statement that deletes the leased row first: a retry after a
+        // committed first one finds no row and inserts nothing.
+        retry_lost("dead letter", |_| {
+            sqlx::query::<Postgres>(f.client.sql.dead_letter.clone())
+                .bind(self.row)
+                .bind(f.id)
+                .bind(self.attempts)
+                .bind(&dlq)
+                .bind(&letter.id)
+                .bind(&letter.key)
+                .bind(&headers)
+                .bind(&payload)
+                .bind(&f.client.channel)
+                .execute(&f.client.pool)
+        })
+        .await
+        .map_err(PgError::from)?;
+        // Moved (or the lease was lost and another consumer has it).
+        self.settled = true;
+        f.finish(self.row);
+        Ok(())
+    }
+}

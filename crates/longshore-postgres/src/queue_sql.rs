@@ -1,0 +1,135 @@
+//! The queue's SQL statements, built once per schema.
+//!
+//! A subscription is a row in `queue_subscriptions` (its patterns, and the same patterns as
+//! anchored regular expressions over `'.' || topic`). Publishing inserts one row per matching
+//! subscription into `queue_messages` in a single statement; consumers lease rows with
+//! `FOR UPDATE SKIP LOCKED`; settling deletes or releases the row only while the lease is
+//! still the consumer's (`locked_by` and `attempts` match).
+
+use sqlx::{AssertSqlSafe, SqlSafeStr, SqlStr};
+
+use crate::config::PgConfig;
+
+/// The queue's statements for one schema; each statement's parameters are listed where it
+/// is built.
+pub(crate) struct QueueSql {
+    pub(crate) publish: SqlStr,
+    /// `publish` for a retry after a lost connection: skips subscriptions that already
+    /// hold a row with the message's id (an earlier try committed and only its reply was lost).
+    pub(crate) publish_retry: SqlStr,
+    pub(crate) ensure: SqlStr,
+    pub(crate) fetch: SqlStr,
+    pub(crate) ack: SqlStr,
+    pub(crate) nack: SqlStr,
+    pub(crate) dead_letter: SqlStr,
+    pub(crate) heartbeat: SqlStr,
+}
+
+fn sql(s: String) -> SqlStr {
+    AssertSqlSafe(s).into_sql_str()
+}
+
+impl QueueSql {
+    pub(crate) fn new(config: &PgConfig) -> Self {
+        let subs = config.schema.table("queue_subscriptions");
+        let msgs = config.schema.table("queue_messages");
+        QueueSql {
+            publish: sql(publish(&subs, &msgs, false)),
+            publish_retry: sql(publish(&subs, &msgs, true)),
+            ensure: sql(format!(
+                "INSERT INTO {subs} AS s (name, patterns, regexes) VALUES ($1, $2, $3)
+ON CONFLICT (name) DO UPDATE
+  SET patterns = ARRAY(SELECT DISTINCT unnest(s.patterns || EXCLUDED.patterns)),
+      regexes = ARRAY(SELECT DISTINCT unnest(s.regexes || EXCLUDED.regexes))
+  WHERE NOT (s.patterns @> EXCLUDED.patterns)"
+            )),
+            // $1 subscription, $2 limit, $3 consumer, $4 lease. The attempt count stops at
+            // i32::MAX: another writer's absurd count must not make the whole fetch fail.
+            fetch: sql(format!(
+                "WITH picked AS (
+  SELECT id FROM {msgs}
+  WHERE subscription = $1 AND available_at <= now()
+    AND (locked_until IS NULL OR locked_until < now())
+  ORDER BY id
+  LIMIT $2
+  FOR UPDATE SKIP LOCKED
+)
+UPDATE {msgs} m SET locked_by = $3, locked_until = now() + $4::interval,
+  attempts = LEAST(m.attempts, 2147483646) + 1
+FROM picked WHERE m.id = picked.id
+RETURNING m.id, m.topic, m.message_id, m.message_key, m.headers::text AS headers, m.payload, m.attempts"
+            )),
+            ack: sql(format!(
+                "DELETE FROM {msgs} WHERE id = $1 AND locked_by = $2 AND attempts = $3"
+            )),
+            // $4 delay, $5 channel, $6 notify now.
+            nack: sql(format!(
+                "WITH u AS (
+  UPDATE {msgs} SET locked_by = NULL, locked_until = NULL, available_at = now() + $4::interval
+  WHERE id = $1 AND locked_by = $2 AND attempts = $3
+  RETURNING subscription
+), nt AS (
+  SELECT pg_notify($5, subscription) FROM u WHERE $6
+)
+SELECT (SELECT count(*) FROM u) AS updated, (SELECT count(*) FROM nt) AS notified"
+            )),
+            dead_letter: sql(dead_letter(&subs, &msgs)),
+            heartbeat: sql(format!(
+                "UPDATE {msgs} SET locked_until = now() + $3::interval \
+                 WHERE id = ANY($1) AND locked_by = $2"
+            )),
+        }
+    }
+}
+
+/// Inserts a batch's rows for every subscription whose patterns match the topic, in one
+/// statement, and notifies those subscriptions. $1 topic, $2..$5 message columns, $6 channel.
+///
+/// The `retry` form skips a subscription that already holds a row with the message's id. It
+/// scans that subscription's rows (no index on the id), which is acceptable on the rare retry; a
+/// row consumed in between is published again, which at-least-once allows.
+fn publish(subs: &str, msgs: &str, retry: bool) -> String {
+    let skip_stored = if retry {
+        format!(
+            "\n  WHERE NOT EXISTS (SELECT 1 FROM {msgs} q \
+             WHERE q.subscription = s.name AND q.message_id = m.mid)"
+        )
+    } else {
+        String::new()
+    };
+    format!(
+        "WITH subs AS (
+  SELECT name FROM {subs} WHERE ('.' || $1) ~ ANY (regexes)
+), ins AS (
+  INSERT INTO {msgs} (subscription, topic, message_id, message_key, headers, payload)
+  SELECT s.name, $1, m.mid, m.mkey, m.hdr::jsonb, m.payload
+  FROM unnest($2::text[], $3::text[], $4::text[], $5::bytea[])
+       WITH ORDINALITY AS m(mid, mkey, hdr, payload, ord)
+  CROSS JOIN subs s{skip_stored}
+  ORDER BY m.ord, s.name
+  RETURNING 1
+), nt AS (
+  SELECT pg_notify($6, s.name) FROM subs s WHERE EXISTS (SELECT 1 FROM ins)
+)
+SELECT (SELECT count(*) FROM ins) AS inserted, (SELECT count(*) FROM nt) AS notified"
+    )
+}
+
+/// Removes the leased row and inserts the dead letter for every subscription of the DLQ
+/// topic, in one statement. $1..$3 the lease, $4 DLQ topic, $5..$8 message, $9 channel.
+fn dead_letter(subs: &str, msgs: &str) -> String {
+    format!(
+        "WITH d AS (
+  DELETE FROM {msgs} WHERE id = $1 AND locked_by = $2 AND attempts = $3 RETURNING id
+), subs AS (
+  SELECT name FROM {subs} WHERE ('.' || $4) ~ ANY (regexes)
+), ins AS (
+  INSERT INTO {msgs} (subscription, topic, message_id, message_key, headers, payload)
+  SELECT s.name, $4, $5, $6, $7::jsonb, $8 FROM subs s WHERE EXISTS (SELECT 1 FROM d)
+  RETURNING subscription
+), nt AS (
+  SELECT pg_notify($9, subscription) FROM ins
+)
+SELECT (SELECT count(*) FROM d) AS deleted, (SELECT count(*) FROM nt) AS notified"
+    )
+}

@@ -1,0 +1,304 @@
+//! [`PgSubscriber`]: declares subscriptions (and their dead-letter subscriptions) and streams
+//! leased rows as deliveries. `LISTEN/NOTIFY` wakes consumers at once; they also poll, so a
+//! lost notification only costs latency.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use futures::stream;
+use longshore_core::{
+    dead_letter_topic, Acker, Capabilities, DeadLetter, Delivery, DeliveryStream, Error, Health,
+    Subscriber, Subscription,
+};
+use sqlx::Postgres;
+use tokio::sync::Notify;
+
+use crate::acker::PgAcker;
+use crate::client::Client;
+use crate::error::{retry_lost, PgError};
+use crate::lease::{heartbeat, Fetcher};
+use crate::mapping::{pattern_regex, QueueRow};
+use crate::BACKEND;
+
+/// A subscriber's closed flag, and the notifier that ends its streams' waits.
+struct Closed {
+    flag: AtomicBool,
+    notify: Notify,
+}
+
+/// Subscribing handle of a [`crate::PgBroker`].
+pub struct PgSubscriber {
+    client: Arc<Client>,
+    closed: Arc<Closed>,
+}
+
+impl std::fmt::Debug for PgSubscriber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PgSubscriber").finish_non_exhaustive()
+    }
+}
+
+impl PgSubscriber {
+    pub(crate) fn new(client: Arc<Client>) -> Self {
+        PgSubscriber {
+            client,
+            closed: Arc::new(Closed {
+                flag: AtomicBool::new(false),
+                notify: Notify::new(),
+            }),
+        }
+    }
+
+    /// Which handle was closed, if this one or its broker was.
+    fn closed(&self) -> Option<&'static str> {
+        if self.closed.flag.load(Ordering::Acquire) {
+            Some("postgres subscriber")
+        } else if self.client.is_closed() {
+            Some("postgres broker")
+        } else {
+            None
+        }
+    }
+
+    /// Creates the subscription (or adds its patterns) and its dead-letter subscription.
+    async fn declare(&self, subscription: &Subscription) -> Result<(), Error> {
+        subscription.validate()?;
+        let mut declare = vec![(subscription.name.clone(), subscription.patterns.clone())];
+        if !subscription.is_dead_letter_queue() {
+            // Dead letters are kept from the moment the subscription exists.
+            let dlq = dead_letter_topic(&subscription.name);
+            declare.push((dlq.clone(), vec![dlq]));
+        }
+        for (name, patterns) in declare {
+            let regexes: Vec<String> = patterns.iter().map(|p| pattern_regex(p)).collect();
+            retry_lost("declare", |_| {
+                sqlx::query::<Postgres>(self.client.sql.ensure.clone())
+                    .bind(&name)
+                    .bind(&patterns)
+                    .bind(&regexes)
+                    .execute(&self.client.pool)
+            })
+            .await
+            .map_err(PgError::from)?;
+        }
+        Ok(())
+    }
+}
+
+/// Deliveries of freshly leased rows, each with the acker that settles its row. A row that is
+/// not a message (another writer of the table put it there) is dead-lettered here, with what
+/// could be read of it, instead of being delivered; if that fails, its acker gives it back
+/// and the next fetch tries again.
+async fn deliveries(fetcher: &Arc<Fetcher>, rows: Vec<QueueRow>) -> Vec<Delivery> {
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let acker = Box::new(PgAcker::new(fetcher.clone(), row.id, row.attempts));
+        let attempt = row.attempt();
+        match row.message {
+            Ok(message) => out.push(Delivery::new(message, row.topic, attempt, acker)),
+            Err(undecodable) => {
+                let reason = format!("undecodable queue row: {}", undecodable.reason);
+                tracing::warn!(subscription = %fetcher.subscription, %reason, "dead-lettering a queue row");
+                let dead = DeadLetter::new(reason, attempt);
+                if let Err(e) = acker.dead_letter(*undecodable.kept, &row.topic, dead).await {
+                    tracing::warn!(error = %e, "dead-lettering an undecodable queue row failed");
+                }
+            }
+        }
+    }
+    out
+}
+
+/// One stream's state; dropping it (the stream) marks the consumer gone.
+struct StreamState {
+    fetcher: Arc<Fetcher>,
+    buffer: VecDeque<Delivery>,
+    closed: Arc<Closed>,
+    wake: Arc<Notify>,
+    failures: u32,
+}
+
+impl Drop for StreamState {
+    fn drop(&mut self) {
+        self.fetcher.stream_alive.store(false, Ordering::Release);
+        // Buffered deliveries are dropped with the state: their ackers give them back.
+    }
+}
+
+/// What one fetch attempt of a stream gave.
+enum Fetched {
+    /// Deliveries were buffered.
+    Some,
+    /// Nothing waiting.
+    None,
+    /// The stream ends (closed while backing off).
+    End,
+    /// The fetch failed; the stream reports it after backing off.
+    Failed(Error),
+}
+
+impl StreamState {
+    fn is_closed(&self) -> bool {
+        self.closed.flag.load(Ordering::Acquire) || self.fetcher.client.is_closed()
+    }
+
+    async fn next(&mut self) -> Option<Result<Delivery, Error>> {
+        let poll = self.fetcher.client.config.poll_interval;
+        loop {
+            let (wake, fetcher, closed) =
+                (self.wake.clone(), self.fetcher.clone(), self.closed.clone());
+            let woken = wake.notified();
+            let settled = fetcher.settled.notified();
+            let closing = closed.notify.notified();
+            tokio::pin!(woken, settled, closing);
+            woken.as_mut().enable();
+            settled.as_mut().enable();
+            closing.as_mut().enable();
+            if self.is_closed() {
+                return None;
+            }
+            if let Some(d) = self.buffer.pop_front() {
+                return Some(Ok(d));
+            }
+            let held = fetcher.in_flight.load(Ordering::Acquire);
+            if held < fetcher.prefetch {
+                match self.fetch(fetcher.prefetch - held, closing.as_mut()).await {
+                    Fetched::Some => continue,
+                    Fetched::None => {}
+                    Fetched::End => return None,
+                    Fetched::Failed(e) => return Some(Err(e)),
+                }
+            }
+            tokio::select! {
+                _ = &mut woken => {}
+                _ = &mut settled => {}
+                _ = &mut closing => {}
+                _ = tokio::time::sleep(poll) => {}
+            }
+        }
+    }
+
+    /// Fetches up to `room` deliveries into the buffer; after a failure, backs off (ending
+    /// early when `closing` fires) before reporting it.
+    async fn fetch(
+        &mut self,
+        room: usize,
+        closing: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+    ) -> Fetched {
+        // Fetch in a task of its own: if this future is dropped mid-fetch (a caller's timeout
+        // or select), the task still finishes and its deliveries, dropped unsettled, are given
+        // back at once instead of waiting out their lease.
+        let fetcher = self.fetcher.clone();
+        let fetched = tokio::spawn(async move {
+            let rows = fetcher.fetch(room).await?;
+            Ok::<_, Error>(deliveries(&fetcher, rows).await)
+        })
+        .await
+        .unwrap_or_else(|e| Err(Error::backend(BACKEND, true, e)));
+        match fetched {
+            Ok(batch) if !batch.is_empty() => {
+                self.failures = 0;
+                self.buffer.extend(batch);
+                Fetched::Some
+            }
+            Ok(_) => {
+                self.failures = 0;
+                Fetched::None
+            }
+            Err(e) => {
+                self.failures = self.failures.saturating_add(1);
+                let poll = self.fetcher.client.config.poll_interval;
+                let backoff = Duration::from_millis(100u64 << self.failures.min(5)).min(poll * 4);
+                tokio::select! {
+                    _ = closing => Fetched::End,
+                    _ = tokio::time::sleep(backoff) => Fetched::Failed(e),
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Subscriber for PgSubscriber {
+    async fn subscribe(&self, subscription: &Subscription) -> Result<DeliveryStream, Error> {
+        if let Some(what) = self.closed() {
+            return Err(Error::Closed(what));
+        }
+        self.declare(subscription).await?;
+        self.client.hub.ensure_listening().await;
+        let prefetch = usize::from(subscription.prefetch.max(1));
+        let fetcher = Arc::new(Fetcher::new(
+            self.client.clone(),
+            &subscription.name,
+            prefetch,
+        ));
+        tokio::spawn(heartbeat(fetcher.clone()));
+        let state = StreamState {
+            wake: self.client.hub.keyed(&subscription.name),
+            fetcher,
+            buffer: VecDeque::new(),
+            closed: self.closed.clone(),
+            failures: 0,
+        };
+        Ok(Box::pin(stream::unfold(state, |mut s| async move {
+            let item = s.next().await?;
+            Some((item, s))
+        })))
+    }
+
+    async fn ensure_subscription(&self, subscription: &Subscription) -> Result<(), Error> {
+        self.declare(subscription).await
+    }
+
+    async fn close(&self) -> Result<(), Error> {
+        self.closed.flag.store(true, Ordering::Release);
+        self.closed.notify.notify_waiters();
+        Ok(())
+    }
+
+    fn capabilities(&self) -> Capabilities {
+        self.client.capabilities()
+    }
+
+    /// Not ready once closed; otherwise see [`crate::PgBroker`]'s health.
+    async fn health(&self) -> Health {
+        crate::health::check(&self.client.pool, &self.client.config, self.closed()).await
+    }
+
+    /// Rows of the subscription not acknowledged yet (waiting, delayed or leased); a
+    /// subscription that does not exist is [`Error::InvalidName`].
+    async fn lag(&self, subscription: &str) -> Result<Option<u64>, Error> {
+        crate::health::lag(&self.client.pool, &self.client.config, subscription)
+            .await
+            .map(Some)
+    }
+
+    /// Deletes the subscription, its dead-letter subscription and their rows, in one
+    /// transaction: publishes that commit afterwards no longer route to them.
+    async fn remove_subscription(&self, subscription: &str) -> Result<(), Error> {
+        longshore_core::topic::validate_name("subscription", subscription)?;
+        let names = vec![subscription.to_string(), dead_letter_topic(subscription)];
+        let schema = &self.client.config.schema;
+        let subs = format!(
+            "DELETE FROM {} WHERE name = ANY($1)",
+            schema.table("queue_subscriptions")
+        );
+        let msgs = format!(
+            "DELETE FROM {} WHERE subscription = ANY($1)",
+            schema.table("queue_messages")
+        );
+        let mut tx = self.client.pool.begin().await.map_err(PgError::from)?;
+        for sql in [subs, msgs] {
+            sqlx::query::<Postgres>(sqlx::AssertSqlSafe(sql))
+                .bind(&names)
+                .execute(&mut *tx)
+                .await
+                .map_err(PgError::from)?;
+        }
+        tx.commit().await.map_err(PgError::from)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,310 @@
+//! Confirmed publishing on a channel in confirm mode: single messages, pipelined batches and
+//! retries across reconnections. Publishers and dead letters both go out this way.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::future::join_all;
+use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
+use lapin::{BasicProperties, Channel, Confirmation, PublisherConfirm};
+use longshore_core::{Error, FailedMessage, Message};
+use tokio::time::Instant;
+
+use crate::client::{declare_exchanges, Client};
+use crate::error::{is_transport, map_lapin, RabbitError};
+use crate::BACKEND;
+
+/// Where one publish goes.
+#[derive(Clone, Copy)]
+pub(crate) struct Route<'a> {
+    pub(crate) exchange: &'a str,
+    pub(crate) routing_key: &'a str,
+    pub(crate) mandatory: bool,
+}
+
+impl Route<'_> {
+    fn options(&self) -> BasicPublishOptions {
+        BasicPublishOptions {
+            mandatory: self.mandatory,
+            immediate: false,
+        }
+    }
+}
+
+/// One message of a batch on its way: its index in the batch, the message (returned to the
+/// caller if it fails) and its AMQP properties.
+pub(crate) struct Outgoing {
+    pub(crate) index: usize,
+    pub(crate) message: Message,
+    pub(crate) properties: BasicProperties,
+}
+
+impl Outgoing {
+    fn failed(self, error: Error) -> FailedMessage {
+        FailedMessage {
+            index: self.index,
+            message: self.message,
+            error,
+        }
+    }
+}
+
+/// Batch messages to send again on a new channel, each with why its last attempt failed.
+type Retry = Vec<(Outgoing, String)>;
+
+/// Turns a confirmation into the publish's outcome.
+fn judge(route: Route<'_>, confirmation: Result<Confirmation, lapin::Error>) -> Result<(), Error> {
+    match confirmation {
+        Ok(Confirmation::Ack(None)) => Ok(()),
+        Ok(Confirmation::Ack(Some(returned))) => {
+            // One line instead of lapin's dump of the whole returned message (its
+            // `lapin::returned_messages` target is capped by `observe::log_directives`).
+            let message_id = returned
+                .properties
+                .message_id()
+                .as_ref()
+                .map(|id| id.as_str().to_string())
+                .unwrap_or_default();
+            tracing::warn!(
+                exchange = %route.exchange,
+                topic = %route.routing_key,
+                message_id = %message_id,
+                reply = %format!("{} {}", returned.reply_code, returned.reply_text),
+                "unroutable message returned by RabbitMQ: no queue is bound for its topic; \
+                 start a consumer (or ensure_subscription) whose pattern matches it first, \
+                 or connect with ?unroutable=accept to let RabbitMQ drop such messages"
+            );
+            Err(RabbitError::Unroutable {
+                exchange: route.exchange.to_string(),
+                routing_key: route.routing_key.to_string(),
+                reply: format!("{} {}", returned.reply_code, returned.reply_text),
+            }
+            .into())
+        }
+        Ok(Confirmation::Nack(_)) => Err(RabbitError::Nacked.into()),
+        Ok(Confirmation::NotRequested) => Err(Error::Backend {
+            backend: BACKEND,
+            message: "publisher confirms are not enabled on the channel".into(),
+            retryable: false,
+            source: None,
+        }),
+        Err(e) => Err(RabbitError::ConfirmLost(e.to_string()).into()),
+    }
+}
+
+async fn await_confirm(
+    route: Route<'_>,
+    confirm: PublisherConfirm,
+    deadline: Instant,
+    publish_timeout: Duration,
+) -> Result<(), Error> {
+    match tokio::time::timeout_at(deadline, confirm).await {
+        Ok(c) => judge(route, c),
+        Err(_) => Err(Error::Timeout {
+            operation: "rabbitmq publisher confirm (outcome unknown)",
+            after: publish_timeout,
+        }),
+    }
+}
+
+/// A channel in confirm mode, re-created after it (or the connection) closes.
+pub(crate) struct ConfirmChannel {
+    client: Arc<Client>,
+    current: std::sync::Mutex<Option<Channel>>,
+    create: tokio::sync::Mutex<()>,
+}
+
+impl ConfirmChannel {
+    pub(crate) fn new(client: Arc<Client>) -> Self {
+        ConfirmChannel {
+            client,
+            current: std::sync::Mutex::new(None),
+            create: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    pub(crate) fn client(&self) -> &Arc<Client> {
+        &self.client
+    }
+
+    fn live(&self) -> Option<Channel> {
+        let guard = self.current.lock().unwrap_or_else(|e| e.into_inner());
+        guard.as_ref().filter(|c| c.status().connected()).cloned()
+    }
+
+    /// The live confirm channel, opening one (and re-declaring the exchanges) if needed.
+    async fn get(&self, deadline: Instant) -> Result<Channel, Error> {
+        if let Some(c) = self.live() {
+            return Ok(c);
+        }
+        let _creating = self.create.lock().await;
+        if let Some(c) = self.live() {
+            return Ok(c);
+        }
+        let channel = self.client.channel(deadline).await?;
+        channel
+            .confirm_select(ConfirmSelectOptions::default())
+            .await
+            .map_err(|e| map_lapin("confirm_select", e))?;
+        declare_exchanges(&channel, &self.client.config.exchange).await?;
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(channel.clone());
+        Ok(channel)
+    }
+
+    /// Closes the channel (publishes already confirmed stay confirmed).
+    pub(crate) async fn close(&self) {
+        let channel = self
+            .current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        if let Some(c) = channel {
+            if c.status().connected() {
+                let _ = c.close(200, "OK".into()).await;
+            }
+        }
+    }
+
+    /// Whether a failure may go away on a new channel: the transport went, not the broker
+    /// handle.
+    fn worth_retrying(&self, e: &Error) -> bool {
+        is_transport(e) && !self.client.is_closed()
+    }
+
+    /// Publishes one message and waits for its confirm. Transport failures (channel or
+    /// connection lost before the confirm) are retried on a new channel until the deadline;
+    /// a retried message may be stored twice (at-least-once), never reported sent unconfirmed.
+    pub(crate) async fn publish_confirmed(
+        &self,
+        route: Route<'_>,
+        payload: &[u8],
+        props: &BasicProperties,
+    ) -> Result<(), Error> {
+        let timeout = self.client.config.publish_timeout;
+        let deadline = Instant::now() + timeout;
+        let mut attempt = 0;
+        loop {
+            let result = async {
+                let channel = self.get(deadline).await?;
+                let confirm = channel
+                    .basic_publish(
+                        route.exchange.into(),
+                        route.routing_key.into(),
+                        route.options(),
+                        payload,
+                        props.clone(),
+                    )
+                    .await
+                    .map_err(|e| map_lapin("publish", e))?;
+                await_confirm(route, confirm, deadline, timeout).await
+            }
+            .await;
+            match result {
+                Err(e) if self.worth_retrying(&e) => {
+                    let delay = self.client.config.backoff(attempt);
+                    if Instant::now() + delay >= deadline {
+                        return Err(e);
+                    }
+                    tracing::warn!(error = %e, attempt, "publish not confirmed; retrying on a new channel");
+                    tokio::time::sleep(delay).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    /// Publishes messages in order with their confirms pipelined: every message is sent, then
+    /// all confirms are awaited together. Messages lost to a transport failure are re-sent
+    /// (after the others) until the deadline. Returns the failed ones, in no particular order.
+    pub(crate) async fn publish_pipelined(
+        &self,
+        route: Route<'_>,
+        items: Vec<Outgoing>,
+    ) -> Vec<FailedMessage> {
+        let deadline = Instant::now() + self.client.config.publish_timeout;
+        let mut pending = items;
+        let mut failed = Vec::new();
+        let mut attempt = 0;
+        while !pending.is_empty() {
+            let retry = self.send_round(route, pending, deadline, &mut failed).await;
+            if retry.is_empty() {
+                break;
+            }
+            let delay = self.client.config.backoff(attempt);
+            if Instant::now() + delay >= deadline || self.client.is_closed() {
+                failed.extend(
+                    retry
+                        .into_iter()
+                        .map(|(item, why)| item.failed(RabbitError::ConfirmLost(why).into())),
+                );
+                break;
+            }
+            tracing::warn!(
+                unconfirmed = retry.len(),
+                attempt,
+                "batch messages not confirmed; re-sending on a new channel"
+            );
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+            pending = retry.into_iter().map(|(item, _)| item).collect();
+        }
+        failed
+    }
+
+    /// One round of a batch: sends every pending message on the current channel and awaits
+    /// their confirms. Definite failures go to `failed`; those a new channel may fix are
+    /// returned.
+    async fn send_round(
+        &self,
+        route: Route<'_>,
+        pending: Vec<Outgoing>,
+        deadline: Instant,
+        failed: &mut Vec<FailedMessage>,
+    ) -> Retry {
+        let channel = match self.get(deadline).await {
+            Ok(channel) => channel,
+            Err(e) if self.worth_retrying(&e) => {
+                let why = e.to_string();
+                return pending
+                    .into_iter()
+                    .map(|item| (item, why.clone()))
+                    .collect();
+            }
+            Err(e) => {
+                failed.extend(pending.into_iter().map(|item| item.failed(e.copy())));
+                return Vec::new();
+            }
+        };
+        let timeout = self.client.config.publish_timeout;
+        let mut retry = Vec::new();
+        let mut sent = Vec::with_capacity(pending.len());
+        let mut confirms = Vec::with_capacity(pending.len());
+        for item in pending {
+            let published = channel
+                .basic_publish(
+                    route.exchange.into(),
+                    route.routing_key.into(),
+                    route.options(),
+                    &item.message.payload,
+                    item.properties.clone(),
+                )
+                .await;
+            match published {
+                Ok(confirm) => {
+                    sent.push(item);
+                    confirms.push(await_confirm(route, confirm, deadline, timeout));
+                }
+                Err(e) => retry.push((item, map_lapin("publish", e).to_string())),
+            }
+        }
+        for (item, outcome) in sent.into_iter().zip(join_all(confirms).await) {
+            match outcome {
+                Ok(()) => {}
+                Err(e) if self.worth_retrying(&e) => retry.push((item, e.to_string())),
+                Err(error) => failed.push(item.failed(error)),
+            }
+        }
+        retry
+    }
+}

@@ -13,8 +13,10 @@ bash scripts/rabbitmq-broker.sh clean >/dev/null
 eval "$(bash scripts/kafka-broker.sh env)"
 
 # Tests that restart a shared broker run alone, after everything else, so they never pull the
-# server from under other tests.
-exclusive='binary_id(longshore-nats::restart)'
+# server from under other tests. The restart cells of the fault matrix start brokers of their
+# own; they run there too, so that a RabbitMQ node booting on a loaded machine is not starved
+# by the rest of the suite (they failed that way once, see crates/longshore-rabbitmq/src/acker.rs).
+exclusive='binary_id(longshore-nats::restart) | binary_id(longshore::reliability_restart)'
 
 if cargo nextest --version >/dev/null 2>&1; then
   profile=${NEXTEST_PROFILE:-default}

@@ -32,23 +32,45 @@ pub(crate) struct RabbitAcker {
     channel: Channel,
     dead_letters: Arc<ConfirmChannel>,
     queue: String,
+    /// Longest wait for lapin to take a settlement (see [`bounded`]).
+    timeout: Duration,
 }
 
 impl RabbitAcker {
     /// The acker of a delivery received on `channel` from `queue`; dead letters go out on
-    /// `dead_letters`.
+    /// `dead_letters`; a settlement lapin has not taken within `timeout` fails.
     pub(crate) fn new(
         acker: lapin::Acker,
         channel: Channel,
         dead_letters: Arc<ConfirmChannel>,
         queue: String,
+        timeout: Duration,
     ) -> Self {
         RabbitAcker {
             acker: Some(acker),
             channel,
             dead_letters,
             queue,
+            timeout,
         }
+    }
+}
+
+/// Runs one lapin settlement within `timeout`. lapin may leave it unanswered on a connection
+/// the broker closed cleanly (lapin issue #409); the consumer would then wait forever. The
+/// broker redelivers an unsettled delivery once its channel is gone, so a timeout is a
+/// retryable error, never a loss.
+async fn bounded(
+    what: &'static str,
+    timeout: Duration,
+    settle: impl std::future::Future<Output = Result<bool, lapin::Error>>,
+) -> Result<(), Error> {
+    match tokio::time::timeout(timeout, settle).await {
+        Ok(result) => settled(what, result),
+        Err(_) => Err(Error::Timeout {
+            operation: what,
+            after: timeout,
+        }),
     }
 }
 
@@ -73,9 +95,10 @@ impl Drop for RabbitAcker {
             return;
         }
         let channel = self.channel.clone();
+        let timeout = self.timeout;
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(async move {
-                let _ = acker.nack(requeue()).await;
+                let _ = bounded("nack", timeout, acker.nack(requeue())).await;
                 drop(channel);
             });
         }
@@ -86,7 +109,9 @@ impl Drop for RabbitAcker {
 impl Acker for RabbitAcker {
     async fn ack(mut self: Box<Self>) -> Result<(), Error> {
         match self.acker.take() {
-            Some(acker) => settled("ack", acker.ack(BasicAckOptions::default()).await),
+            Some(acker) => {
+                bounded("ack", self.timeout, acker.ack(BasicAckOptions::default())).await
+            }
             None => Ok(()),
         }
     }
@@ -96,14 +121,17 @@ impl Acker for RabbitAcker {
             return Ok(());
         };
         match delay {
-            None | Some(Duration::ZERO) => settled("nack", acker.nack(requeue()).await),
+            None | Some(Duration::ZERO) => {
+                bounded("nack", self.timeout, acker.nack(requeue())).await
+            }
             Some(delay) => {
                 // RabbitMQ has no per-message delay without a plugin: the delivery stays
                 // unacknowledged (holding its prefetch slot) until the delay has passed.
                 let channel = self.channel.clone();
+                let timeout = self.timeout;
                 tokio::spawn(async move {
                     tokio::time::sleep(delay).await;
-                    let _ = acker.nack(requeue()).await;
+                    let _ = bounded("nack", timeout, acker.nack(requeue())).await;
                     drop(channel);
                 });
                 Ok(())

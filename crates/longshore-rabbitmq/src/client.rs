@@ -57,6 +57,12 @@ impl Client {
         self.opened.load(Ordering::Relaxed).saturating_sub(1)
     }
 
+    /// Which connection is the current one: it changes each time the connection is
+    /// re-opened, so a channel opened before a change belongs to a dead connection.
+    pub(crate) fn generation(&self) -> u64 {
+        self.opened.load(Ordering::Acquire)
+    }
+
     /// Whether the connection is up right now.
     pub(crate) fn is_connected(&self) -> bool {
         self.current().is_some()
@@ -86,7 +92,7 @@ impl Client {
         }
         *guard = None;
         let conn = Arc::new(open(&self.config).await?);
-        if self.opened.fetch_add(1, Ordering::Relaxed) > 0 {
+        if self.opened.fetch_add(1, Ordering::AcqRel) > 0 {
             tracing::info!(url = %self.config.url, "rabbitmq connection re-opened");
         }
         *guard = Some(conn.clone());

@@ -132,11 +132,27 @@ async fn close_channel(channel: &Channel) {
     }
 }
 
+/// How often a waiting consumer checks that its channel and connection are still the live
+/// ones (see [`Active::alive`]).
+const LIVENESS_CHECK: Duration = Duration::from_secs(1);
+
 /// A consumer's channel and lapin consumer. Dropping it cancels the consumer and returns the
 /// messages lapin had prefetched but nobody received to the queue.
 struct Active {
     channel: Channel,
     consumer: Option<lapin::Consumer>,
+    /// The client's connection generation the channel was opened on.
+    generation: u64,
+}
+
+impl Active {
+    /// Whether the consumer can still receive. lapin does not always end a consumer's stream
+    /// when the broker closes the connection cleanly (a shutdown; lapin issue #409): the
+    /// stream then waits forever. A closed channel, or a connection the client has since
+    /// re-opened, means this consumer is gone even if its stream never says so.
+    fn alive(&self, client: &Client) -> bool {
+        self.channel.status().connected() && client.generation() == self.generation
+    }
 }
 
 impl Drop for Active {
@@ -152,26 +168,28 @@ impl Drop for Active {
             return;
         };
         runtime.spawn(async move {
-            let cancelled = channel
-                .basic_cancel(consumer.tag(), BasicCancelOptions::default())
-                .await;
-            if cancelled.is_ok() {
-                // After cancel-ok nothing new arrives: nack what is buffered, then the stream
-                // ends. Bounded in case the channel dies meanwhile.
-                let drain = async {
+            // Bounded: on a connection the broker has left, lapin may never answer.
+            let cancel = async {
+                let cancelled = channel
+                    .basic_cancel(consumer.tag(), BasicCancelOptions::default())
+                    .await;
+                if cancelled.is_ok() {
+                    // After cancel-ok nothing new arrives: nack what is buffered, then the
+                    // stream ends.
                     while let Some(Ok(d)) = consumer.next().await {
                         let _ = d.acker.nack(requeue()).await;
                     }
-                };
-                let _ = tokio::time::timeout(Duration::from_secs(10), drain).await;
-            }
+                }
+            };
+            let _ = tokio::time::timeout(Duration::from_secs(10), cancel).await;
             // The channel closes when the last acker holding it is gone.
             drop(channel);
         });
     }
 }
 
-/// Opens a channel, declares the topology, sets the prefetch and starts consuming.
+/// Opens a channel, declares the topology, sets the prefetch and starts consuming, all
+/// within `publish_timeout` (a broker going down mid-way can leave a lapin call unanswered).
 async fn open_consumer(
     client: &Client,
     topology: &Topology,
@@ -179,7 +197,8 @@ async fn open_consumer(
 ) -> Result<Active, Error> {
     let deadline = Instant::now() + client.config.publish_timeout;
     let channel = client.channel(deadline).await?;
-    let result = async {
+    let generation = client.generation();
+    let steps = async {
         topology.declare(&channel, &client.config.exchange).await?;
         channel
             .basic_qos(prefetch.max(1), BasicQosOptions { global: false })
@@ -194,12 +213,19 @@ async fn open_consumer(
             )
             .await
             .map_err(|e| map_lapin("basic.consume", e))
-    }
-    .await;
+    };
+    let result = match tokio::time::timeout_at(deadline, steps).await {
+        Ok(result) => result,
+        Err(_) => Err(Error::Timeout {
+            operation: "rabbitmq subscribe",
+            after: client.config.publish_timeout,
+        }),
+    };
     match result {
         Ok(consumer) => Ok(Active {
             channel,
             consumer: Some(consumer),
+            generation,
         }),
         Err(e) => {
             close_channel(&channel).await;
@@ -257,6 +283,8 @@ struct StreamState {
     /// The current outage was already reported on the stream.
     reported: bool,
     done: bool,
+    /// Ticks [`LIVENESS_CHECK`] while waiting for a delivery.
+    liveness: tokio::time::Interval,
 }
 
 impl StreamState {
@@ -276,6 +304,7 @@ impl StreamState {
             channel,
             self.dead_letters.clone(),
             self.topology.queue.clone(),
+            self.client.config.publish_timeout,
         );
         Some(Delivery::new(
             message,
@@ -326,19 +355,27 @@ impl StreamState {
         let Some(consumer) = active.consumer.as_mut() else {
             return Step::End;
         };
+        // `None`: the liveness timer fired.
         let item = tokio::select! {
             _ = self.closed.changed() => return Step::Again,
-            item = consumer.next() => item,
+            item = consumer.next() => Some(item),
+            _ = self.liveness.tick() => None,
         };
         let lost = match item {
-            Some(Ok(d)) => {
+            None if active.alive(&self.client) => return Step::Again,
+            None => Error::connection(
+                BACKEND,
+                "the consumer's channel or connection closed without ending its stream; \
+                 re-subscribing",
+            ),
+            Some(Some(Ok(d))) => {
                 return match self.delivery(d) {
                     Some(delivery) => Step::Yield(Ok(delivery)),
                     None => Step::Again,
                 }
             }
-            Some(Err(e)) => map_lapin("consume", e),
-            None => Error::connection(
+            Some(Some(Err(e))) => map_lapin("consume", e),
+            Some(None) => Error::connection(
                 BACKEND,
                 "consumer cancelled (channel closed or queue deleted); re-subscribing",
             ),
@@ -386,6 +423,13 @@ impl StreamState {
     }
 }
 
+/// The liveness timer: first tick after one period, late ticks not made up.
+fn liveness_timer() -> tokio::time::Interval {
+    let mut timer = tokio::time::interval_at(Instant::now() + LIVENESS_CHECK, LIVENESS_CHECK);
+    timer.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    timer
+}
+
 /// What one turn of a delivery stream came to.
 enum Step {
     /// An item for the stream.
@@ -414,6 +458,7 @@ impl Subscriber for RabbitSubscriber {
             attempt: 0,
             reported: false,
             done: false,
+            liveness: liveness_timer(),
         };
         Ok(futures::stream::unfold(state, StreamState::next).boxed())
     }

@@ -7,7 +7,8 @@ use crate::scenario::Scenario;
 
 pub const USAGE: &str = "usage: longshore-bench [--quick] [--rounds N] [--out DIR] <scenario[,scenario…]|all> <backend[,backend…]|all>
 
-scenarios: publish-one publish-batch transport end-to-end store-append-1 store-append-10 read-all relay drain-backlog
+scenarios: publish-one publish-batch publish-concurrent-1 publish-concurrent-64 publish-concurrent-512
+           publish-stream transport end-to-end store-append-1 store-append-10 read-all relay drain-backlog
 backends:  memory rabbitmq kafka nats postgres sqlite (NORMAL, then again with synchronous=FULL)
   --quick       tiny counts, one round each (seconds; what CI runs)
   --rounds N    rounds per scenario, alternating which side goes first (default 5, quick 1)

@@ -1,12 +1,16 @@
 //! [`PgPublisher`]: one statement inserts a batch's rows for every matching subscription and
-//! notifies their consumers; `Ok` means committed.
+//! notifies their consumers; `Ok` means committed. Concurrent single publishes share
+//! statements ([`GroupCommit`]): many request handlers publishing one event each commit
+//! together instead of queueing behind each other's commits.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use longshore_core::topic::validate_topic;
-use longshore_core::{BatchError, Capabilities, Error, FailedMessage, Health, Message, Publisher};
+use longshore_core::{
+    BatchError, Capabilities, Error, FailedMessage, GroupCommit, Health, Message, Publisher,
+};
 use sqlx::Postgres;
 use tracing::Instrument;
 
@@ -15,10 +19,15 @@ use crate::error::{retry_lost, PgError};
 use crate::mapping::MessageColumns;
 use crate::BACKEND;
 
+/// Most rows one shared statement of concurrent single publishes carries.
+const GROUP_MAX_ROWS: usize = 1_000;
+
 /// Publishing handle of a [`crate::PgBroker`]: `Ok` means the rows are committed.
 pub struct PgPublisher {
     client: Arc<Client>,
     closed: AtomicBool,
+    /// Concurrent `publish` calls, written together.
+    group: GroupCommit<(String, Message)>,
 }
 
 impl std::fmt::Debug for PgPublisher {
@@ -29,42 +38,71 @@ impl std::fmt::Debug for PgPublisher {
 
 impl PgPublisher {
     pub(crate) fn new(client: Arc<Client>) -> Self {
+        // Half the pool for shared writes: the rest stays free for consumers and the store.
+        let flushers = (client.config.max_connections as usize / 2).max(1);
         PgPublisher {
+            group: GroupCommit::new(BACKEND, flushers, GROUP_MAX_ROWS),
             client,
             closed: AtomicBool::new(false),
         }
     }
+}
 
-    /// Inserts the rows; after a lost connection once more, skipping rows already stored.
-    async fn insert(&self, topic: &str, messages: &[&Message]) -> Result<(), Error> {
-        let columns = MessageColumns::build(messages)?;
-        let client = &self.client;
-        retry_lost("publish", |retry| {
-            let sql = if retry {
-                &client.sql.publish_retry
-            } else {
-                &client.sql.publish
-            };
-            sqlx::query::<Postgres>(sql.clone())
-                .bind(topic)
-                .bind(&columns.ids)
-                .bind(&columns.keys)
-                .bind(&columns.headers)
-                .bind(&columns.payloads)
-                .bind(&client.channel)
-                .execute(&client.pool)
-        })
-        .instrument(tracing::debug_span!(
-            "longshore.publish",
-            backend = BACKEND,
-            topic,
-            messages = messages.len()
-        ))
-        .await
-        .map_err(PgError::from)?;
-        Ok(())
+/// Inserts the rows; after a lost connection once more, skipping rows already stored.
+async fn insert(client: &Client, topic: &str, messages: &[&Message]) -> Result<(), Error> {
+    let columns = MessageColumns::build(messages)?;
+    retry_lost("publish", |retry| {
+        let sql = if retry {
+            &client.sql.publish_retry
+        } else {
+            &client.sql.publish
+        };
+        sqlx::query::<Postgres>(sql.clone())
+            .bind(topic)
+            .bind(&columns.ids)
+            .bind(&columns.keys)
+            .bind(&columns.headers)
+            .bind(&columns.payloads)
+            .bind(&client.channel)
+            .execute(&client.pool)
+    })
+    .instrument(tracing::debug_span!(
+        "longshore.publish",
+        backend = BACKEND,
+        topic,
+        messages = messages.len()
+    ))
+    .await
+    .map_err(PgError::from)?;
+    Ok(())
+}
+
+/// Writes the single publishes [`GroupCommit`] gathered: one statement per run of one topic;
+/// one outcome per message.
+async fn insert_group(client: &Client, items: Vec<(String, Message)>) -> Vec<Result<(), Error>> {
+    let mut results = Vec::with_capacity(items.len());
+    let mut start = 0;
+    while let Some((topic, _)) = items.get(start) {
+        let run = items[start..]
+            .iter()
+            .take_while(|(t, _)| t == topic)
+            .count();
+        let messages: Vec<&Message> = items[start..start + run].iter().map(|(_, m)| m).collect();
+        match insert(client, topic, &messages).await {
+            Ok(()) => results.extend((0..run).map(|_| Ok(()))),
+            // One caller gets the error with its source (`PgError::of` finds it), the
+            // others a copy.
+            Err(e) => {
+                results.extend((1..run).map(|_| Err(e.copy())));
+                results.push(Err(e));
+            }
+        }
+        start += run;
     }
+    results
+}
 
+impl PgPublisher {
     /// Which handle was closed, if this one or its broker was.
     fn closed(&self) -> Option<&'static str> {
         if self.closed.load(Ordering::Acquire) {
@@ -90,7 +128,13 @@ impl Publisher for PgPublisher {
         self.check_open()?;
         validate_topic(topic)?;
         message.check_limits(self.client.config.max_payload)?;
-        self.insert(topic, &[&message]).await
+        let client = self.client.clone();
+        self.group
+            .submit((topic.to_string(), message), move |items| {
+                let client = client.clone();
+                async move { insert_group(&client, items).await }
+            })
+            .await
     }
 
     async fn publish_batch(&self, topic: &str, messages: Vec<Message>) -> Result<(), BatchError> {
@@ -115,7 +159,7 @@ impl Publisher for PgPublisher {
         }
         if !ok.is_empty() {
             let refs: Vec<&Message> = ok.iter().map(|(_, m)| m).collect();
-            if let Err(e) = self.insert(topic, &refs).await {
+            if let Err(e) = insert(&self.client, topic, &refs).await {
                 failed.extend(ok.into_iter().map(|(index, message)| FailedMessage {
                     index,
                     message,

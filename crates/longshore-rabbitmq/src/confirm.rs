@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::future::join_all;
+use futures::stream::{FuturesUnordered, StreamExt};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
 use lapin::{BasicProperties, Channel, Confirmation, PublisherConfirm};
 use longshore_core::{Error, FailedMessage, Message};
@@ -13,6 +13,10 @@ use tokio::time::Instant;
 use crate::client::{declare_exchanges, Client};
 use crate::error::{is_transport, map_lapin, RabbitError};
 use crate::BACKEND;
+
+/// Most confirms one batch keeps in flight (lapin's pipelining at its best on this machine
+/// is reached from about a thousand on).
+const CONFIRM_WINDOW: usize = 1_024;
 
 /// Where one publish goes.
 #[derive(Clone, Copy)]
@@ -214,25 +218,29 @@ impl ConfirmChannel {
         }
     }
 
-    /// Publishes messages in order with their confirms pipelined: every message is sent, then
-    /// all confirms are awaited together. Messages lost to a transport failure are re-sent
-    /// (after the others) until the deadline. Returns the failed ones, in no particular order.
+    /// Publishes messages in order with their confirms pipelined, at most
+    /// [`CONFIRM_WINDOW`] in flight, so a batch of any size holds a bounded number of
+    /// unconfirmed messages. Each confirm has `publish_timeout` from its own send. Messages
+    /// lost to a transport failure are re-sent (after the others) until `publish_timeout`
+    /// after the first such failure. Returns the failed ones, in no particular order.
     pub(crate) async fn publish_pipelined(
         &self,
         route: Route<'_>,
         items: Vec<Outgoing>,
     ) -> Vec<FailedMessage> {
-        let deadline = Instant::now() + self.client.config.publish_timeout;
         let mut pending = items;
         let mut failed = Vec::new();
         let mut attempt = 0;
+        let mut retry_until = None;
         while !pending.is_empty() {
-            let retry = self.send_round(route, pending, deadline, &mut failed).await;
+            let retry = self.send_round(route, pending, &mut failed).await;
             if retry.is_empty() {
                 break;
             }
+            let until = *retry_until
+                .get_or_insert_with(|| Instant::now() + self.client.config.publish_timeout);
             let delay = self.client.config.backoff(attempt);
-            if Instant::now() + delay >= deadline || self.client.is_closed() {
+            if Instant::now() + delay >= until || self.client.is_closed() {
                 failed.extend(
                     retry
                         .into_iter()
@@ -252,17 +260,17 @@ impl ConfirmChannel {
         failed
     }
 
-    /// One round of a batch: sends every pending message on the current channel and awaits
-    /// their confirms. Definite failures go to `failed`; those a new channel may fix are
-    /// returned.
+    /// One round of a batch: sends every pending message on the current channel, keeping at
+    /// most [`CONFIRM_WINDOW`] confirms in flight. Definite failures go to `failed`; those a
+    /// new channel may fix are returned.
     async fn send_round(
         &self,
         route: Route<'_>,
         pending: Vec<Outgoing>,
-        deadline: Instant,
         failed: &mut Vec<FailedMessage>,
     ) -> Retry {
-        let channel = match self.get(deadline).await {
+        let timeout = self.client.config.publish_timeout;
+        let channel = match self.get(Instant::now() + timeout).await {
             Ok(channel) => channel,
             Err(e) if self.worth_retrying(&e) => {
                 let why = e.to_string();
@@ -276,11 +284,20 @@ impl ConfirmChannel {
                 return Vec::new();
             }
         };
-        let timeout = self.client.config.publish_timeout;
         let mut retry = Vec::new();
-        let mut sent = Vec::with_capacity(pending.len());
-        let mut confirms = Vec::with_capacity(pending.len());
+        let mut in_flight = FuturesUnordered::new();
+        let mut settle =
+            |(item, outcome): (Outgoing, Result<(), Error>), retry: &mut Retry| match outcome {
+                Ok(()) => {}
+                Err(e) if self.worth_retrying(&e) => retry.push((item, e.to_string())),
+                Err(error) => failed.push(item.failed(error)),
+            };
         for item in pending {
+            if in_flight.len() >= CONFIRM_WINDOW {
+                if let Some(done) = in_flight.next().await {
+                    settle(done, &mut retry);
+                }
+            }
             let published = channel
                 .basic_publish(
                     route.exchange.into(),
@@ -292,18 +309,17 @@ impl ConfirmChannel {
                 .await;
             match published {
                 Ok(confirm) => {
-                    sent.push(item);
-                    confirms.push(await_confirm(route, confirm, deadline, timeout));
+                    let deadline = Instant::now() + timeout;
+                    in_flight.push(async move {
+                        let outcome = await_confirm(route, confirm, deadline, timeout).await;
+                        (item, outcome)
+                    });
                 }
                 Err(e) => retry.push((item, map_lapin("publish", e).to_string())),
             }
         }
-        for (item, outcome) in sent.into_iter().zip(join_all(confirms).await) {
-            match outcome {
-                Ok(()) => {}
-                Err(e) if self.worth_retrying(&e) => retry.push((item, e.to_string())),
-                Err(error) => failed.push(item.failed(error)),
-            }
+        while let Some(done) = in_flight.next().await {
+            settle(done, &mut retry);
         }
         retry
     }

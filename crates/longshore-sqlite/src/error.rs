@@ -114,6 +114,37 @@ impl SqliteError {
         }
     }
 
+    /// The same error again, for each caller of a shared write ([`longshore_core::GroupCommit`])
+    /// to get its own typed error; `None` for the kinds that wrap another library's error,
+    /// which cannot be cloned.
+    pub(crate) fn replicate(&self) -> Option<SqliteError> {
+        Some(match self {
+            SqliteError::Open { path, message } => SqliteError::Open {
+                path: path.clone(),
+                message: message.clone(),
+            },
+            SqliteError::NotADatabase { path } => SqliteError::NotADatabase { path: path.clone() },
+            SqliteError::ReadOnly { path, message } => SqliteError::ReadOnly {
+                path: path.clone(),
+                message: message.clone(),
+            },
+            SqliteError::Locked { message } => SqliteError::Locked {
+                message: message.clone(),
+            },
+            SqliteError::Corrupt { message } => SqliteError::Corrupt {
+                message: message.clone(),
+            },
+            SqliteError::SchemaTooNew { found, supported } => SqliteError::SchemaTooNew {
+                found: *found,
+                supported: *supported,
+            },
+            SqliteError::StoredMessage(m) => SqliteError::StoredMessage(m.clone()),
+            SqliteError::Sqlx(_)
+            | SqliteError::EncodeHeaders(_)
+            | SqliteError::StoredHeaders(_) => return None,
+        })
+    }
+
     /// The adapter's error behind a core error, if there is one.
     pub fn of(e: &Error) -> Option<&SqliteError> {
         let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(e);

@@ -1,12 +1,16 @@
 //! [`SqlitePublisher`]: one write transaction inserts a batch's rows for every matching
 //! subscription; `Ok` means committed. This process's consumers are woken at once.
+//! Concurrent single publishes share one transaction ([`GroupCommit`]): with one writer and
+//! a sync per commit, that is what lets many callers publish at the file's pace.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 use async_trait::async_trait;
 use longshore_core::topic::validate_topic;
-use longshore_core::{BatchError, Capabilities, Error, FailedMessage, Health, Message, Publisher};
+use longshore_core::{
+    BatchError, Capabilities, Error, FailedMessage, GroupCommit, Health, Message, Publisher,
+};
 use tracing::Instrument;
 
 use crate::client::Client;
@@ -14,10 +18,15 @@ use crate::error::SqliteError;
 use crate::queue_sql::route;
 use crate::BACKEND;
 
+/// Most messages one shared transaction of concurrent single publishes carries.
+const GROUP_MAX_ROWS: usize = 1_000;
+
 /// Publishing handle of a [`crate::SqliteBroker`]: `Ok` means the rows are committed.
 pub struct SqlitePublisher {
     client: Arc<Client>,
     closed: AtomicBool,
+    /// Concurrent `publish` calls, written together (one writer: one write at a time).
+    group: GroupCommit<(String, Message)>,
 }
 
 impl std::fmt::Debug for SqlitePublisher {
@@ -31,6 +40,7 @@ impl SqlitePublisher {
         SqlitePublisher {
             client,
             closed: AtomicBool::new(false),
+            group: GroupCommit::new(BACKEND, 1, GROUP_MAX_ROWS),
         }
     }
 
@@ -73,13 +83,67 @@ impl SqlitePublisher {
     }
 }
 
+/// Writes the single publishes [`GroupCommit`] gathered in one transaction (each run of one
+/// topic routed at once); one outcome, shared by every message.
+async fn insert_group(client: &Client, items: Vec<(String, Message)>) -> Vec<Result<(), Error>> {
+    let pools = &client.pools;
+    let written = async {
+        let mut tx = pools.writer.begin_with("BEGIN IMMEDIATE").await?;
+        let mut reached = Vec::new();
+        let mut start = 0;
+        while let Some((topic, _)) = items.get(start) {
+            let run = items[start..]
+                .iter()
+                .take_while(|(t, _)| t == topic)
+                .count();
+            let messages: Vec<&Message> =
+                items[start..start + run].iter().map(|(_, m)| m).collect();
+            reached.extend(route(&mut tx, topic, &messages).await?);
+            start += run;
+        }
+        tx.commit().await?;
+        Ok::<_, SqliteError>(reached)
+    }
+    .instrument(tracing::debug_span!(
+        "longshore.publish",
+        backend = BACKEND,
+        messages = items.len()
+    ))
+    .await;
+    match written {
+        Ok(reached) => {
+            pools.wake.subscriptions(&reached);
+            items.iter().map(|_| Ok(())).collect()
+        }
+        // Each caller gets the typed error (a copy without the source where it wraps
+        // another library's error, which cannot be cloned).
+        Err(e) => {
+            let others: Vec<Option<SqliteError>> =
+                (1..items.len()).map(|_| e.replicate()).collect();
+            let first = Error::from(e);
+            let mut results: Vec<Result<(), Error>> = others
+                .into_iter()
+                .map(|own| Err(own.map_or_else(|| first.copy(), Error::from)))
+                .collect();
+            results.insert(0, Err(first));
+            results
+        }
+    }
+}
+
 #[async_trait]
 impl Publisher for SqlitePublisher {
     async fn publish(&self, topic: &str, message: Message) -> Result<(), Error> {
         self.check_open()?;
         validate_topic(topic)?;
         message.check_limits(self.client.config().max_payload)?;
-        self.insert(topic, &[&message]).await
+        let client = self.client.clone();
+        self.group
+            .submit((topic.to_string(), message), move |items| {
+                let client = client.clone();
+                async move { insert_group(&client, items).await }
+            })
+            .await
     }
 
     async fn publish_batch(&self, topic: &str, messages: Vec<Message>) -> Result<(), BatchError> {

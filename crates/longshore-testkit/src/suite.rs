@@ -79,6 +79,8 @@ macro_rules! __broker_scenarios {
             publish_conformance: publish [
                 publish_then_subscribe_keeps_id_payload_headers_key,
                 batch_publish_keeps_order if ordered_by_key,
+                a_large_batch_streams_in_order if ordered_by_key,
+                many_concurrent_callers_share_one_publisher,
                 concurrent_publishers_and_subscribers,
                 many_topics_at_once,
                 same_id_twice_is_delivered_once if dedup_window,

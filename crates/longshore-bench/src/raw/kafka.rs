@@ -13,8 +13,12 @@ use rdkafka::message::{Header, Headers as _, Message as _, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use rdkafka::{ClientConfig, Offset, TopicPartitionList};
 
-use super::{Consume, ConsumerTask, RawClient};
+use super::{in_window, Consume, ConsumerTask, RawClient};
 use crate::measure::{parse_stamp, SENT_HEADER};
+
+/// Delivery reports awaited at once in [`RawClient::publish_best`] (librdkafka queues up to
+/// 100,000 messages by default).
+const REPORT_WINDOW: usize = 10_000;
 
 /// Raw rdkafka with a producer of its own.
 pub struct RawKafka {
@@ -100,6 +104,16 @@ impl RawClient for RawKafka {
             r?;
         }
         Ok(())
+    }
+
+    /// rdkafka's recommended pipelining: up to [`REPORT_WINDOW`] sends in flight, batched by
+    /// librdkafka (`linger.ms=5`, its default batch size), under its queue limit.
+    async fn publish_best(&self, topic: &str, ms: &[Message]) -> crate::Result<()> {
+        in_window(ms, REPORT_WINDOW, |m| {
+            let report = self.enqueue(topic, m);
+            async move { Ok(delivered(report?)) }
+        })
+        .await
     }
 
     async fn start_consumer(&self, c: Consume<'_>) -> crate::Result<ConsumerTask> {

@@ -10,8 +10,11 @@ use async_trait::async_trait;
 use futures::{StreamExt, TryStreamExt};
 use longshore_core::{Message, Subscription};
 
-use super::{Consume, ConsumerTask, RawClient};
+use super::{in_window, Consume, ConsumerTask, RawClient};
 use crate::measure::{parse_stamp, SENT_HEADER};
+
+/// PubAcks in flight at once in [`RawClient::publish_best`].
+const ACK_WINDOW: usize = 1_024;
 
 /// Raw async-nats on its own connection.
 pub struct RawNats {
@@ -70,6 +73,18 @@ impl RawClient for RawNats {
             a?;
         }
         Ok(())
+    }
+
+    /// async-nats's recommended pipelining: up to [`ACK_WINDOW`] PubAck futures in flight.
+    async fn publish_best(&self, topic: &str, ms: &[Message]) -> crate::Result<()> {
+        in_window(ms, ACK_WINDOW, |m| async move {
+            let ack = self.send(topic, m).await?;
+            Ok(async move {
+                ack.into_future().await?;
+                Ok(())
+            })
+        })
+        .await
     }
 
     async fn start_consumer(&self, c: Consume<'_>) -> crate::Result<ConsumerTask> {

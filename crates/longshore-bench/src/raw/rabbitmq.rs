@@ -11,8 +11,11 @@ use lapin::types::{AMQPValue, FieldTable, LongString, ShortString};
 use lapin::{BasicProperties, Channel, Confirmation, Connection, ConnectionProperties};
 use longshore_core::{Message, Subscription};
 
-use super::{Consume, ConsumerTask, RawClient};
+use super::{in_window, Consume, ConsumerTask, RawClient};
 use crate::measure::{parse_stamp, SENT_HEADER};
+
+/// Confirms in flight at once in [`RawClient::publish_best`].
+const CONFIRM_WINDOW: usize = 1_024;
 
 /// Raw lapin on its own connection.
 pub struct RawRabbit {
@@ -112,6 +115,16 @@ impl RawClient for RawRabbit {
             confirmed(c?)?;
         }
         Ok(())
+    }
+
+    /// lapin's recommended pipelining: up to [`CONFIRM_WINDOW`] confirms in flight on the one
+    /// confirm channel.
+    async fn publish_best(&self, topic: &str, ms: &[Message]) -> crate::Result<()> {
+        in_window(ms, CONFIRM_WINDOW, |m| async move {
+            let confirm = self.send(topic, m).await?;
+            Ok(async move { confirmed(confirm.await?) })
+        })
+        .await
     }
 
     async fn start_consumer(&self, c: Consume<'_>) -> crate::Result<ConsumerTask> {

@@ -1,7 +1,8 @@
 //! The scenarios, each run by longshore and by the raw client in alternating order.
 //!
 //! This file names the workloads (what the command line picks); [`run`] drives them and one
-//! file per family measures them: [`publish`] (publish-one, publish-batch), [`consume`]
+//! file per family measures them: [`publish`] (publish-one, publish-batch,
+//! publish-concurrent-C, publish-stream), [`consume`]
 //! (transport, end-to-end, drain-backlog) and [`events`] (store appends, read-all, relay).
 //! It imports neither the command line nor the report, so both can name a [`Scenario`].
 
@@ -20,6 +21,12 @@ use crate::backend::Backend;
 pub enum Scenario {
     PublishOne,
     PublishBatch,
+    /// C tasks, each publishing one message at a time (C = 1, 64, 512).
+    PublishConcurrent1,
+    PublishConcurrent64,
+    PublishConcurrent512,
+    /// One `publish_batch` of the whole round (100,000 messages).
+    PublishStream,
     Transport,
     EndToEnd,
     StoreAppend1,
@@ -30,9 +37,13 @@ pub enum Scenario {
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 9] = [
+    pub const ALL: [Scenario; 13] = [
         Scenario::PublishOne,
         Scenario::PublishBatch,
+        Scenario::PublishConcurrent1,
+        Scenario::PublishConcurrent64,
+        Scenario::PublishConcurrent512,
+        Scenario::PublishStream,
         Scenario::Transport,
         Scenario::EndToEnd,
         Scenario::StoreAppend1,
@@ -46,6 +57,10 @@ impl Scenario {
         match self {
             Scenario::PublishOne => "publish-one",
             Scenario::PublishBatch => "publish-batch",
+            Scenario::PublishConcurrent1 => "publish-concurrent-1",
+            Scenario::PublishConcurrent64 => "publish-concurrent-64",
+            Scenario::PublishConcurrent512 => "publish-concurrent-512",
+            Scenario::PublishStream => "publish-stream",
             Scenario::Transport => "transport",
             Scenario::EndToEnd => "end-to-end",
             Scenario::StoreAppend1 => "store-append-1",
@@ -54,6 +69,22 @@ impl Scenario {
             Scenario::Relay => "relay",
             Scenario::DrainBacklog => "drain-backlog",
         }
+    }
+
+    /// Concurrent publishing tasks of a publish-concurrent scenario.
+    pub fn callers(self) -> Option<usize> {
+        match self {
+            Scenario::PublishConcurrent1 => Some(1),
+            Scenario::PublishConcurrent64 => Some(64),
+            Scenario::PublishConcurrent512 => Some(512),
+            _ => None,
+        }
+    }
+
+    /// Whether the raw side is the raw client at its best ([`crate::raw::RawClient::publish_best`])
+    /// rather than the same pattern as longshore's.
+    pub fn against_best(self) -> bool {
+        self.callers().is_some() || self == Scenario::PublishStream
     }
 
     pub fn from_name(s: &str) -> Option<Scenario> {
@@ -72,6 +103,10 @@ impl Scenario {
         match self {
             Scenario::PublishOne => "one confirmed publish",
             Scenario::PublishBatch => "one batch of 100",
+            Scenario::PublishConcurrent1
+            | Scenario::PublishConcurrent64
+            | Scenario::PublishConcurrent512 => "one confirmed publish (longshore side)",
+            Scenario::PublishStream => "the whole batch",
             Scenario::EndToEnd => "publish → handled",
             Scenario::StoreAppend1 | Scenario::StoreAppend10 => "one transaction",
             Scenario::ReadAll => "one page of 500",
@@ -92,8 +127,9 @@ impl Scenario {
         use Backend::*;
         if quick {
             return match (self, b) {
-                (Scenario::PublishOne, Kafka) => 5,
-                (Scenario::PublishOne, _) => 20,
+                (Scenario::PublishOne | Scenario::PublishConcurrent1, Kafka) => 5,
+                (Scenario::PublishOne | Scenario::PublishConcurrent1, _) => 20,
+                (Scenario::PublishConcurrent64 | Scenario::PublishConcurrent512, _) => 1_024,
                 (Scenario::StoreAppend1, _) => 20,
                 (Scenario::StoreAppend10, _) => 5,
                 _ => 200,
@@ -101,9 +137,16 @@ impl Scenario {
         }
         match (self, b) {
             // Below the memory broker's default depth (100,000): nothing consumes here.
-            (Scenario::PublishOne, Memory) => 90_000,
-            (Scenario::PublishOne, Kafka) => 300,
-            (Scenario::PublishOne, _) => 2_000,
+            (Scenario::PublishOne | Scenario::PublishConcurrent1, Memory) => 90_000,
+            (Scenario::PublishOne | Scenario::PublishConcurrent1, Kafka) => 300,
+            (Scenario::PublishOne | Scenario::PublishConcurrent1, _) => 2_000,
+            (Scenario::PublishConcurrent64 | Scenario::PublishConcurrent512, Memory) => 90_000,
+            (Scenario::PublishConcurrent64 | Scenario::PublishConcurrent512, Kafka | Nats) => {
+                50_000
+            }
+            (Scenario::PublishConcurrent64 | Scenario::PublishConcurrent512, _) => 20_000,
+            (Scenario::PublishStream, Memory) => 90_000,
+            (Scenario::PublishStream, _) => 100_000,
             (Scenario::PublishBatch, Memory) => 90_000,
             (Scenario::PublishBatch, Nats) => 50_000,
             (Scenario::PublishBatch, _) => 20_000,

@@ -1,9 +1,17 @@
-//! publish-one and publish-batch: confirmed publishes, one at a time or in batches of
-//! [`BATCH`], nothing consuming.
+//! The publish scenarios, nothing consuming: confirmed publishes one at a time
+//! (publish-one), in batches of [`BATCH`] (publish-batch), from C concurrent tasks one at a
+//! time each (publish-concurrent-C), or as one `publish_batch` of the whole round
+//! (publish-stream).
+//!
+//! The raw side of publish-one and publish-batch does the same as longshore (the
+//! same-pattern rows); that of publish-concurrent and publish-stream is the raw client at its
+//! best ([`RawClient::publish_best`]), the rate a service could get from the broker.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use longshore::Longshore;
+use longshore_core::{Message, Publisher};
 
 use super::side::{batches, fresh_if_memory, sub_and_topic, Side};
 use crate::backend::{close, Backend, Env};
@@ -11,16 +19,30 @@ use crate::measure::{Sample, Timed};
 use crate::raw::RawClient;
 use crate::work::{self, BATCH};
 
-/// One side's publishes of `n` messages (in batches if `batched`), with per call latency.
+/// How one side publishes a round's messages.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pattern {
+    /// One `publish` after another.
+    One,
+    /// `publish_batch` of [`BATCH`], one after another.
+    Batch,
+    /// This many tasks, each one `publish` after another.
+    Concurrent(usize),
+    /// One `publish_batch` of everything.
+    Stream,
+}
+
+/// One side's publishes of `n` messages as `pattern` says (the raw side of
+/// [`Pattern::Concurrent`] and [`Pattern::Stream`] publishes at its best), with latencies.
 pub async fn publish(
     env: &Env,
     ls: &Longshore,
     side: Side,
-    batched: bool,
+    pattern: Pattern,
     n: usize,
 ) -> crate::Result<Sample> {
     if side == Side::Raw {
-        return raw_publish(env, ls, &*env.raw, batched, n).await;
+        return raw_publish(env, ls, &*env.raw, pattern, n).await;
     }
     let ls = fresh_if_memory(env, ls).await?;
     let (sub, topic) = sub_and_topic();
@@ -30,25 +52,36 @@ pub async fn publish(
     ls.publisher
         .publish(&topic, work::payload_messages(1).remove(0))
         .await?;
-    let mut lat = Vec::new();
-    let t = if batched {
-        let batches = batches(work::payload_messages(n));
-        let t = Timed::start();
-        for b in batches {
-            let s = Instant::now();
-            ls.publisher.publish_batch(&topic, b).await?;
-            lat.push(s.elapsed().as_micros() as u64);
+    let msgs = work::payload_messages(n);
+    let (t, lat) = match pattern {
+        Pattern::One => {
+            let t = Timed::start();
+            let lat = one_by_one(&*ls.publisher, &topic, msgs).await?;
+            (t, lat)
         }
-        t
-    } else {
-        let msgs = work::payload_messages(n);
-        let t = Timed::start();
-        for m in msgs {
-            let s = Instant::now();
-            ls.publisher.publish(&topic, m).await?;
-            lat.push(s.elapsed().as_micros() as u64);
+        Pattern::Batch => {
+            let batches = batches(msgs);
+            let t = Timed::start();
+            let mut lat = Vec::with_capacity(batches.len());
+            for b in batches {
+                let s = Instant::now();
+                ls.publisher.publish_batch(&topic, b).await?;
+                lat.push(s.elapsed().as_micros() as u64);
+            }
+            (t, lat)
         }
-        t
+        Pattern::Concurrent(callers) => {
+            let shares = deal(msgs, callers);
+            let t = Timed::start();
+            let lat = concurrently(&ls.publisher, &topic, shares).await?;
+            (t, lat)
+        }
+        Pattern::Stream => {
+            let t = Timed::start();
+            let s = Instant::now();
+            ls.publisher.publish_batch(&topic, msgs).await?;
+            (t, vec![s.elapsed().as_micros() as u64])
+        }
     };
     let sample = t.finish(n, lat);
     env.raw.cleanup(&sub).await?;
@@ -58,13 +91,62 @@ pub async fn publish(
     Ok(sample)
 }
 
-/// The same publishes by `raw` (the raw client, or RabbitMQ's transient one), carrying the
-/// `traceparent` longshore's publisher adds.
+/// `publish` for each message in turn; the latency of each.
+async fn one_by_one(
+    publisher: &dyn Publisher,
+    topic: &str,
+    msgs: Vec<Message>,
+) -> crate::Result<Vec<u64>> {
+    let mut lat = Vec::with_capacity(msgs.len());
+    for m in msgs {
+        let s = Instant::now();
+        publisher.publish(topic, m).await?;
+        lat.push(s.elapsed().as_micros() as u64);
+    }
+    Ok(lat)
+}
+
+/// `msgs` dealt round-robin into `callers` shares (built before a timing starts).
+fn deal(msgs: Vec<Message>, callers: usize) -> Vec<Vec<Message>> {
+    let callers = callers.clamp(1, msgs.len().max(1));
+    let mut shares: Vec<Vec<Message>> = (0..callers)
+        .map(|_| Vec::with_capacity(msgs.len() / callers + 1))
+        .collect();
+    for (i, m) in msgs.into_iter().enumerate() {
+        shares[i % callers].push(m);
+    }
+    shares
+}
+
+/// One task per share, each publishing its messages one at a time, as concurrent request
+/// handlers of a web service would; the latency of every publish.
+async fn concurrently(
+    publisher: &Arc<dyn Publisher>,
+    topic: &str,
+    shares: Vec<Vec<Message>>,
+) -> crate::Result<Vec<u64>> {
+    let tasks: Vec<_> = shares
+        .into_iter()
+        .map(|share| {
+            let (publisher, topic) = (publisher.clone(), topic.to_string());
+            tokio::spawn(async move { one_by_one(&*publisher, &topic, share).await })
+        })
+        .collect();
+    let mut lat = Vec::new();
+    for task in tasks {
+        lat.extend(task.await.map_err(|e| format!("publishing task: {e}"))??);
+    }
+    Ok(lat)
+}
+
+/// The raw side: the same publishes by `raw` (the raw client, or RabbitMQ's transient one),
+/// carrying the `traceparent` longshore's publisher adds. [`Pattern::Concurrent`] and
+/// [`Pattern::Stream`] publish everything at the client's best.
 pub async fn raw_publish(
     env: &Env,
     ls: &Longshore,
     raw: &dyn RawClient,
-    batched: bool,
+    pattern: Pattern,
     n: usize,
 ) -> crate::Result<Sample> {
     let (sub, topic) = sub_and_topic();
@@ -75,16 +157,24 @@ pub async fn raw_publish(
     let msgs = work::traced(work::payload_messages(n));
     let mut lat = Vec::new();
     let t = Timed::start();
-    if batched {
-        for b in msgs.chunks(BATCH) {
-            let s = Instant::now();
-            raw.publish_batch(&topic, b).await?;
-            lat.push(s.elapsed().as_micros() as u64);
+    match pattern {
+        Pattern::Batch => {
+            for b in msgs.chunks(BATCH) {
+                let s = Instant::now();
+                raw.publish_batch(&topic, b).await?;
+                lat.push(s.elapsed().as_micros() as u64);
+            }
         }
-    } else {
-        for m in &msgs {
+        Pattern::One => {
+            for m in &msgs {
+                let s = Instant::now();
+                raw.publish(&topic, m).await?;
+                lat.push(s.elapsed().as_micros() as u64);
+            }
+        }
+        Pattern::Concurrent(_) | Pattern::Stream => {
             let s = Instant::now();
-            raw.publish(&topic, m).await?;
+            raw.publish_best(&topic, &msgs).await?;
             lat.push(s.elapsed().as_micros() as u64);
         }
     }

@@ -1,0 +1,160 @@
+//! Group commit: concurrent single publishes share one write.
+//!
+//! On a SQL backend every `publish` is a transaction, and a commit costs a disk sync (or, on
+//! Postgres, a WAL flush and a NOTIFY). A web service publishes from many request handlers
+//! at once, one event each: written one transaction per call, they queue behind each other's
+//! commits. [`GroupCommit`] lets them share: each caller queues its item, and whoever holds
+//! one of a few flush permits takes everything queued (up to a maximum) and writes it in one
+//! go, then tells each caller its own outcome. A caller alone pays one task hop; callers that
+//! arrive while a write is in progress ride on the next one. Nothing is held across the
+//! caller's wait but its place in the queue.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::sync::Mutex;
+
+use tokio::sync::{oneshot, Semaphore};
+
+use crate::Error;
+
+/// One queued item and where its outcome goes.
+struct Waiting<T> {
+    item: T,
+    done: oneshot::Sender<Result<(), Error>>,
+}
+
+/// Shares writes between concurrent callers; see the [module docs](self).
+pub struct GroupCommit<T> {
+    backend: &'static str,
+    queue: Mutex<VecDeque<Waiting<T>>>,
+    flushers: Semaphore,
+    max_batch: usize,
+}
+
+impl<T> std::fmt::Debug for GroupCommit<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupCommit")
+            .field("backend", &self.backend)
+            .field("max_batch", &self.max_batch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<T: Send + 'static> GroupCommit<T> {
+    /// At most `flushers` writes at once, each of at most `max_batch` items (both at least 1).
+    pub fn new(backend: &'static str, flushers: usize, max_batch: usize) -> Self {
+        GroupCommit {
+            backend,
+            queue: Mutex::new(VecDeque::new()),
+            flushers: Semaphore::new(flushers.max(1)),
+            max_batch: max_batch.max(1),
+        }
+    }
+
+    /// Queues `item` and returns the outcome of the write that carried it.
+    ///
+    /// `flush` writes a batch and returns one outcome per item, in order. It runs in a task of
+    /// its own, so a caller that stops waiting never abandons the other callers' batch.
+    pub async fn submit<F, Fut>(&self, item: T, flush: F) -> Result<(), Error>
+    where
+        F: Fn(Vec<T>) -> Fut,
+        Fut: Future<Output = Vec<Result<(), Error>>> + Send + 'static,
+    {
+        let (done, mut outcome) = oneshot::channel();
+        self.lock().push_back(Waiting { item, done });
+        loop {
+            let permit = tokio::select! {
+                biased;
+                result = &mut outcome => return self.received(result),
+                permit = self.flushers.acquire() => permit,
+            };
+            let batch = {
+                let mut queue = self.lock();
+                let n = queue.len().min(self.max_batch);
+                queue.drain(..n).collect::<Vec<_>>()
+            };
+            if batch.is_empty() {
+                // Another flusher took this caller's item: its outcome is on the way.
+                drop(permit);
+                return self.received((&mut outcome).await);
+            }
+            let (items, dones): (Vec<T>, Vec<_>) =
+                batch.into_iter().map(|w| (w.item, w.done)).unzip();
+            let write = flush(items);
+            let task = tokio::spawn(async move {
+                let results = write.await;
+                for (done, result) in dones.into_iter().zip(results) {
+                    let _ = done.send(result);
+                }
+            });
+            // The permit is held until the write ends: at most `flushers` at once.
+            let _ = task.await;
+            drop(permit);
+        }
+    }
+
+    fn received(
+        &self,
+        result: Result<Result<(), Error>, oneshot::error::RecvError>,
+    ) -> Result<(), Error> {
+        // A write that panicked or returned too few outcomes: the item may or may not be
+        // stored, so the caller hears it was not confirmed (and may publish it again).
+        result.unwrap_or_else(|_| {
+            Err(Error::connection(
+                self.backend,
+                "the shared write carrying this publish ended without an outcome",
+            ))
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Waiting<T>>> {
+        self.queue.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn concurrent_callers_share_writes_and_hear_their_own_outcome() {
+        let group = Arc::new(GroupCommit::<usize>::new("test", 1, 1_000));
+        let mut callers = Vec::new();
+        for i in 0..500 {
+            let group = group.clone();
+            callers.push(tokio::spawn(async move {
+                group
+                    .submit(i, |items: Vec<usize>| async move {
+                        tokio::task::yield_now().await;
+                        items
+                            .into_iter()
+                            .map(|i| {
+                                if i % 7 == 0 {
+                                    Err(Error::Config(format!("refused {i}")))
+                                } else {
+                                    Ok(())
+                                }
+                            })
+                            .collect()
+                    })
+                    .await
+            }));
+        }
+        for (i, c) in callers.into_iter().enumerate() {
+            let result = c.await.expect("caller");
+            assert_eq!(result.is_err(), i % 7 == 0, "caller {i}: {result:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn a_write_without_an_outcome_is_an_error() {
+        let group = GroupCommit::<u8>::new("test", 1, 10);
+        let result = group.submit(1, |_items| async { Vec::new() }).await;
+        assert!(
+            matches!(result, Err(Error::Connection { .. })),
+            "{result:?}"
+        );
+    }
+}

@@ -19,7 +19,8 @@ use crate::error::{retry_lost, PgError};
 use crate::mapping::MessageColumns;
 use crate::BACKEND;
 
-/// Most rows one shared statement of concurrent single publishes carries.
+/// Most messages one statement carries: a shared one of concurrent single publishes, or one
+/// of a `publish_batch`.
 const GROUP_MAX_ROWS: usize = 1_000;
 
 /// Publishing handle of a [`crate::PgBroker`]: `Ok` means the rows are committed.
@@ -157,10 +158,15 @@ impl Publisher for PgPublisher {
                 }),
             }
         }
-        if !ok.is_empty() {
-            let refs: Vec<&Message> = ok.iter().map(|(_, m)| m).collect();
+        // Statements of at most GROUP_MAX_ROWS, one after another: a batch of any size holds
+        // one statement's arrays at a time and keeps its order; a failed statement names its
+        // own messages.
+        let mut rest = ok.into_iter().peekable();
+        while rest.peek().is_some() {
+            let chunk: Vec<(usize, Message)> = rest.by_ref().take(GROUP_MAX_ROWS).collect();
+            let refs: Vec<&Message> = chunk.iter().map(|(_, m)| m).collect();
             if let Err(e) = insert(&self.client, topic, &refs).await {
-                failed.extend(ok.into_iter().map(|(index, message)| FailedMessage {
+                failed.extend(chunk.into_iter().map(|(index, message)| FailedMessage {
                     index,
                     message,
                     error: e.copy(),

@@ -188,11 +188,14 @@ async fn appending_and_relaying_survive_terminated_connections() {
     let kills = Arc::new(AtomicUsize::new(0));
     let mut confirmed = HashSet::new();
     let mut errors = Vec::new();
+    let mut killing = None;
     for i in 0..N {
         if i == N / 2 {
             let (s, k) = (stop.clone(), kills.clone());
             let (killer, app) = (killer.clone(), app.clone());
-            tokio::spawn(keep_terminating(killer, app, KILL_EVERY, s, k));
+            killing = Some(tokio::spawn(keep_terminating(
+                killer, app, KILL_EVERY, s, k,
+            )));
         }
         let event = Event::new("fault_appended", serde_json::json!({ "i": i }));
         let id = event.id.to_string();
@@ -212,6 +215,11 @@ async fn appending_and_relaying_survive_terminated_connections() {
         }
     }
     stop.store(true, Ordering::Release);
+    // The terminator's last sweep may still be under way: the checks below read through
+    // this broker's pool, so they start once it has ended.
+    if let Some(killing) = killing {
+        killing.await.expect("terminator task");
+    }
 
     // Stored: each confirmed event once (read straight from the table, past the watermark).
     let stored: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(format!(

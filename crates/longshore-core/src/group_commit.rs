@@ -15,7 +15,7 @@ use std::sync::Mutex;
 
 use tokio::sync::{oneshot, Semaphore};
 
-use crate::Error;
+use crate::{Error, Message};
 
 /// One queued item and where its outcome goes.
 struct Waiting<T> {
@@ -112,6 +112,19 @@ impl<T: Send + 'static> GroupCommit<T> {
     }
 }
 
+/// The runs of one topic in a gathered batch, in order, each with its messages: what a SQL
+/// adapter writes as one statement each.
+pub fn topic_runs(items: &[(String, Message)]) -> Vec<(&str, Vec<&Message>)> {
+    let mut runs: Vec<(&str, Vec<&Message>)> = Vec::new();
+    for (topic, message) in items {
+        match runs.last_mut() {
+            Some((t, messages)) if *t == topic.as_str() => messages.push(message),
+            _ => runs.push((topic.as_str(), vec![message])),
+        }
+    }
+    runs
+}
+
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
@@ -146,6 +159,19 @@ mod tests {
             let result = c.await.expect("caller");
             assert_eq!(result.is_err(), i % 7 == 0, "caller {i}: {result:?}");
         }
+    }
+
+    #[test]
+    fn topic_runs_keep_order_and_split_on_each_change() {
+        let items: Vec<(String, Message)> = ["a", "a", "b", "a"]
+            .iter()
+            .map(|t| (t.to_string(), Message::new(t.as_bytes().to_vec())))
+            .collect();
+        let runs: Vec<(&str, usize)> = topic_runs(&items)
+            .into_iter()
+            .map(|(t, ms)| (t, ms.len()))
+            .collect();
+        assert_eq!(runs, [("a", 2), ("b", 1), ("a", 1)]);
     }
 
     #[tokio::test]

@@ -66,7 +66,7 @@ pub use error::{BatchError, BoxError, CodecError, Error, FailedMessage, Result};
 pub use event::{now, DomainEvent, Event, Metadata};
 pub use event_publisher::EventPublisher;
 pub use event_stream::{EventStream, EventStreamError};
-pub use group_commit::GroupCommit;
+pub use group_commit::{topic_runs, GroupCommit};
 pub use health::Health;
 pub use inbox::Inbox;
 pub use message::{Headers, Message, MAX_HEADERS, MAX_HEADER_VALUE};

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use longshore_core::topic::validate_topic;
 use longshore_core::{
-    BatchError, Capabilities, Error, FailedMessage, GroupCommit, Health, Message, Publisher,
+    topic_runs, BatchError, Capabilities, Error, FailedMessage, GroupCommit, Health, Message,
+    Publisher,
 };
 use sqlx::Postgres;
 use tracing::Instrument;
@@ -82,13 +83,8 @@ async fn insert(client: &Client, topic: &str, messages: &[&Message]) -> Result<(
 /// one outcome per message.
 async fn insert_group(client: &Client, items: Vec<(String, Message)>) -> Vec<Result<(), Error>> {
     let mut results = Vec::with_capacity(items.len());
-    let mut start = 0;
-    while let Some((topic, _)) = items.get(start) {
-        let run = items[start..]
-            .iter()
-            .take_while(|(t, _)| t == topic)
-            .count();
-        let messages: Vec<&Message> = items[start..start + run].iter().map(|(_, m)| m).collect();
+    for (topic, messages) in topic_runs(&items) {
+        let run = messages.len();
         match insert(client, topic, &messages).await {
             Ok(()) => results.extend((0..run).map(|_| Ok(()))),
             // One caller gets the error with its source (`PgError::of` finds it), the
@@ -98,7 +94,6 @@ async fn insert_group(client: &Client, items: Vec<(String, Message)>) -> Vec<Res
                 results.push(Err(e));
             }
         }
-        start += run;
     }
     results
 }

@@ -9,7 +9,8 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use longshore_core::topic::validate_topic;
 use longshore_core::{
-    BatchError, Capabilities, Error, FailedMessage, GroupCommit, Health, Message, Publisher,
+    topic_runs, BatchError, Capabilities, Error, FailedMessage, GroupCommit, Health, Message,
+    Publisher,
 };
 use tracing::Instrument;
 
@@ -90,16 +91,8 @@ async fn insert_group(client: &Client, items: Vec<(String, Message)>) -> Vec<Res
     let written = async {
         let mut tx = pools.writer.begin_with("BEGIN IMMEDIATE").await?;
         let mut reached = Vec::new();
-        let mut start = 0;
-        while let Some((topic, _)) = items.get(start) {
-            let run = items[start..]
-                .iter()
-                .take_while(|(t, _)| t == topic)
-                .count();
-            let messages: Vec<&Message> =
-                items[start..start + run].iter().map(|(_, m)| m).collect();
+        for (topic, messages) in topic_runs(&items) {
             reached.extend(route(&mut tx, topic, &messages).await?);
-            start += run;
         }
         tx.commit().await?;
         Ok::<_, SqliteError>(reached)

@@ -5,7 +5,7 @@
 use std::sync::Arc;
 
 use longshore_core::{
-    async_trait, BatchError, Capabilities, Codec, Error, Health, Message, Publisher,
+    async_trait, BatchError, Capabilities, Codec, Error, Health, Message, Publisher, ScheduleId,
 };
 
 /// A publisher that names the codec events published through it are written with, and
@@ -23,6 +23,10 @@ impl Publisher for CodecPublisher {
 
     async fn publish_batch(&self, topic: &str, messages: Vec<Message>) -> Result<(), BatchError> {
         self.inner.publish_batch(topic, messages).await
+    }
+
+    async fn cancel(&self, id: &ScheduleId) -> Result<bool, Error> {
+        self.inner.cancel(id).await
     }
 
     async fn close(&self) -> Result<(), Error> {

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use longshore_core::{
-    async_trait, BatchError, Capabilities, Codec, Error, Health, Message, Publisher,
+    async_trait, BatchError, Capabilities, Codec, Error, Health, Message, Publisher, ScheduleId,
 };
 
 use super::ledger::Ledger;
@@ -43,6 +43,10 @@ impl Publisher for TestPublisher {
             self.ledger.published(index, !failed.contains(&position));
         }
         result
+    }
+
+    async fn cancel(&self, id: &ScheduleId) -> Result<bool, Error> {
+        self.inner.cancel(id).await
     }
 
     async fn close(&self) -> Result<(), Error> {

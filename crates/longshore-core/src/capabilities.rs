@@ -11,6 +11,12 @@ pub struct Capabilities {
     pub max_payload: usize,
     /// `nack` with a delay is honoured by the broker (not only by sleeping in process).
     pub native_delay: bool,
+    /// A scheduled message ([`Publisher::publish_at`](crate::Publisher::publish_at)) is held
+    /// by the backend until due. Without it, the consumer runtime gives an early message back
+    /// with a delayed `nack` (durable where `native_delay` is).
+    pub native_schedule: bool,
+    /// [`Publisher::cancel`](crate::Publisher::cancel) can withdraw a scheduled message.
+    pub cancel_schedule: bool,
     /// A new subscription can replay messages published before it existed.
     pub replay: bool,
     /// Messages with the same key are delivered in publish order to a single consumer.
@@ -28,6 +34,8 @@ impl Capabilities {
             backend,
             max_payload,
             native_delay: false,
+            native_schedule: false,
+            cancel_schedule: false,
             replay: false,
             ordered_by_key: true,
             dedup_window: false,

@@ -39,6 +39,15 @@ pub enum Error {
     /// Headers are too many or too large; nothing was sent.
     #[error("headers too large: {0}")]
     HeadersTooLarge(String),
+    /// A header longshore reads (a schedule or expiry time) has a value it cannot read;
+    /// nothing was sent.
+    #[error("header {name}: {reason}")]
+    InvalidHeader {
+        /// The header.
+        name: &'static str,
+        /// What is wrong with its value.
+        reason: &'static str,
+    },
     /// The broker could not be reached (or the connection dropped). Retryable.
     #[error("connection to {backend} failed: {message}")]
     Connection {
@@ -156,6 +165,7 @@ impl Error {
                 limit: *limit,
             },
             Error::HeadersTooLarge(m) => Error::HeadersTooLarge(m.clone()),
+            Error::InvalidHeader { name, reason } => Error::InvalidHeader { name, reason },
             Error::Connection {
                 backend, message, ..
             } => Error::connection(backend, message.clone()),

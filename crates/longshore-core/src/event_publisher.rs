@@ -1,11 +1,15 @@
 //! Publishing events (typed or not) through any [`Publisher`] with a codec.
 
 use std::sync::Arc;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
 
 use crate::codec::{Codec, JsonCodec};
 use crate::error::Error;
 use crate::event::{DomainEvent, Event};
 use crate::publisher::Publisher;
+use crate::schedule::{after, ScheduleId};
 
 /// Encodes events and publishes them to `events.<event_type>` (or a topic you name).
 #[derive(Clone)]
@@ -51,6 +55,33 @@ impl EventPublisher {
     pub async fn publish_to(&self, topic: &str, event: &Event) -> Result<(), Error> {
         let message = self.codec.encode(event)?;
         self.publisher.publish(topic, message).await
+    }
+
+    /// Publishes an event to `topic` that reaches handlers at `when`, not before (see
+    /// [`Publisher::publish_at`]). The returned id cancels it where the backend can.
+    pub async fn publish_at(
+        &self,
+        topic: &str,
+        event: &Event,
+        when: DateTime<Utc>,
+    ) -> Result<ScheduleId, Error> {
+        let message = self.codec.encode(event)?;
+        self.publisher.publish_at(topic, message, when).await
+    }
+
+    /// [`EventPublisher::publish_at`] `delay` from now.
+    pub async fn publish_after(
+        &self,
+        topic: &str,
+        event: &Event,
+        delay: Duration,
+    ) -> Result<ScheduleId, Error> {
+        self.publish_at(topic, event, after(delay)).await
+    }
+
+    /// Cancels a scheduled event that is not yet due (see [`Publisher::cancel`]).
+    pub async fn cancel(&self, id: &ScheduleId) -> Result<bool, Error> {
+        self.publisher.cancel(id).await
     }
 
     /// Publishes a typed event (with an optional aggregate id) and returns the envelope sent.

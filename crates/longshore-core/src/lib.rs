@@ -38,6 +38,7 @@ mod relay;
 mod relay_health;
 mod retry;
 mod runtime;
+mod schedule;
 mod seed;
 mod store;
 mod subscriber;
@@ -74,9 +75,10 @@ pub use outbox::{FailedOutboxMessage, Outbox, OutboxMessage};
 pub use publisher::Publisher;
 pub use relay::{OutboxRelay, RelayError, RelayHandle, RelayProbe, RelayReport, TopicMapper};
 pub use relay_health::RelayHealth;
-pub use retry::RetryPolicy;
+pub use retry::{RetryPolicy, DEFAULT_DURABLE_AFTER};
+pub use schedule::{ScheduleId, HEADER_DELIVER_AT, HEADER_EXPIRES_AT};
 pub use runtime::{
-    BreakerState, CircuitBreaker, Consumer, ConsumerHandle, ConsumerHealth, ConsumerProbe,
+    BreakerState, CircuitBreaker, Consumer, ExpiredPolicy, ConsumerHandle, ConsumerHealth, ConsumerProbe,
     ConsumerStats, HandlerContext, HandlerError, HandlerFuture, HandlerResultExt,
     UnknownEventPolicy, WithState, DEFAULT_LAG_INTERVAL,
 };

@@ -88,6 +88,9 @@ impl Message {
                 )));
             }
         }
+        // A schedule or expiry no consumer could read would be dead-lettered on arrival.
+        self.scheduled_for()?;
+        self.expiry()?;
         if self.id.is_empty() || self.id.len() > 256 {
             return Err(Error::InvalidName {
                 kind: "message id",

@@ -2,6 +2,9 @@
 
 use std::time::Duration;
 
+/// Backoffs from this long up go to the broker by default ([`RetryPolicy::durable_after`]).
+pub const DEFAULT_DURABLE_AFTER: Duration = Duration::from_secs(30);
+
 /// How often and how patiently to retry a transient failure.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RetryPolicy {
@@ -16,6 +19,11 @@ pub struct RetryPolicy {
     pub multiplier: f64,
     /// Fraction of each delay that is randomised (0.0 = none, 1.0 = "full jitter").
     pub jitter: f64,
+    /// Backoffs at least this long are handed to the broker (a delayed `nack`, where the
+    /// backend has [`native_delay`](crate::Capabilities::native_delay)) instead of slept in
+    /// process, so a retry survives the consumer's restart and holds no delivery meanwhile.
+    /// Shorter ones stay in process: cheaper, and they keep the delivery (and its key).
+    pub durable_after: Duration,
 }
 
 impl Default for RetryPolicy {
@@ -26,6 +34,7 @@ impl Default for RetryPolicy {
             max_backoff: Duration::from_secs(10),
             multiplier: 2.0,
             jitter: 0.2,
+            durable_after: DEFAULT_DURABLE_AFTER,
         }
     }
 }
@@ -51,6 +60,13 @@ impl RetryPolicy {
     /// Sets the upper bound of a delay.
     pub fn with_max_backoff(mut self, max: Duration) -> Self {
         self.max_backoff = max;
+        self
+    }
+
+    /// Sets [`RetryPolicy::durable_after`]: backoffs at least this long are handed to the
+    /// broker; `Duration::ZERO` hands over every one, `Duration::MAX` none.
+    pub fn with_durable_after(mut self, threshold: Duration) -> Self {
+        self.durable_after = threshold;
         self
     }
 

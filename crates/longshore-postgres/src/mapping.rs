@@ -5,6 +5,7 @@
 use std::collections::BTreeMap;
 
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use longshore_core::{Headers, Message};
 use serde_json::value::RawValue;
 use serde_json::Value;
@@ -43,6 +44,8 @@ pub(crate) struct MessageColumns {
     pub(crate) keys: Vec<Option<String>>,
     pub(crate) headers: Vec<String>,
     pub(crate) payloads: Vec<Vec<u8>>,
+    /// When each row becomes visible: its schedule ([`Message::deliver_at`]), else now.
+    pub(crate) visible: Vec<Option<DateTime<Utc>>>,
 }
 
 impl MessageColumns {
@@ -53,12 +56,15 @@ impl MessageColumns {
             keys: Vec::with_capacity(n),
             headers: Vec::with_capacity(n),
             payloads: Vec::with_capacity(n),
+            visible: Vec::with_capacity(n),
         };
         for m in messages {
             c.ids.push(m.id.clone());
             c.keys.push(m.key.clone());
             c.headers.push(headers_json(&m.headers)?);
             c.payloads.push(m.payload.to_vec());
+            // Publishers checked the header (`check_limits`); an unreadable one is "now".
+            c.visible.push(m.scheduled_for().ok().flatten());
         }
         Ok(c)
     }

@@ -10,7 +10,7 @@ use async_trait::async_trait;
 use longshore_core::topic::validate_topic;
 use longshore_core::{
     topic_runs, BatchError, Capabilities, Error, FailedMessage, GroupCommit, Health, Message,
-    Publisher,
+    Publisher, ScheduleId,
 };
 use sqlx::Postgres;
 use tracing::Instrument;
@@ -66,6 +66,7 @@ async fn insert(client: &Client, topic: &str, messages: &[&Message]) -> Result<(
             .bind(&columns.headers)
             .bind(&columns.payloads)
             .bind(&client.channel)
+            .bind(&columns.visible)
             .execute(&client.pool)
     })
     .instrument(tracing::debug_span!(
@@ -169,6 +170,18 @@ impl Publisher for PgPublisher {
             }
         }
         BatchError::check(total, failed)
+    }
+
+    /// Deletes the message's rows that are still waiting for their time, in every
+    /// subscription; `true` if there were any.
+    async fn cancel(&self, id: &ScheduleId) -> Result<bool, Error> {
+        self.check_open()?;
+        let done = sqlx::query::<Postgres>(self.client.sql.cancel.clone())
+            .bind(&id.0)
+            .execute(&self.client.pool)
+            .await
+            .map_err(PgError::from)?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn close(&self) -> Result<(), Error> {

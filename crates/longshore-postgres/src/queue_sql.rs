@@ -23,6 +23,7 @@ pub(crate) struct QueueSql {
     pub(crate) nack: SqlStr,
     pub(crate) dead_letter: SqlStr,
     pub(crate) heartbeat: SqlStr,
+    pub(crate) cancel: SqlStr,
 }
 
 fn sql(s: String) -> SqlStr {
@@ -74,6 +75,12 @@ RETURNING m.id, m.topic, m.message_id, m.message_key, m.headers::text AS headers
 SELECT (SELECT count(*) FROM u) AS updated, (SELECT count(*) FROM nt) AS notified"
             )),
             dead_letter: sql(dead_letter(&subs, &msgs)),
+            // $1 message id. Only a scheduled row still waiting: a message being retried
+            // after a delayed nack is no schedule to cancel.
+            cancel: sql(format!(
+                "DELETE FROM {msgs} WHERE message_id = $1 AND available_at > now() \
+                 AND locked_by IS NULL AND headers ? 'x-deliver-at'"
+            )),
             heartbeat: sql(format!(
                 "UPDATE {msgs} SET locked_until = now() + $3::interval \
                  WHERE id = ANY($1) AND locked_by = $2"
@@ -83,7 +90,8 @@ SELECT (SELECT count(*) FROM u) AS updated, (SELECT count(*) FROM nt) AS notifie
 }
 
 /// Inserts a batch's rows for every subscription whose patterns match the topic, in one
-/// statement, and notifies those subscriptions. $1 topic, $2..$5 message columns, $6 channel.
+/// statement, and notifies those subscriptions. $1 topic, $2..$5 message columns, $6 channel,
+/// $7 when each row becomes visible (NULL: now; a schedule otherwise).
 ///
 /// The `retry` form skips a subscription that already holds a row with the message's id. It
 /// scans that subscription's rows (no index on the id), which is acceptable on the rare retry; a
@@ -101,10 +109,10 @@ fn publish(subs: &str, msgs: &str, retry: bool) -> String {
         "WITH subs AS (
   SELECT name FROM {subs} WHERE ('.' || $1) ~ ANY (regexes)
 ), ins AS (
-  INSERT INTO {msgs} (subscription, topic, message_id, message_key, headers, payload)
-  SELECT s.name, $1, m.mid, m.mkey, m.hdr::jsonb, m.payload
-  FROM unnest($2::text[], $3::text[], $4::text[], $5::bytea[])
-       WITH ORDINALITY AS m(mid, mkey, hdr, payload, ord)
+  INSERT INTO {msgs} (subscription, topic, message_id, message_key, headers, payload, available_at)
+  SELECT s.name, $1, m.mid, m.mkey, m.hdr::jsonb, m.payload, COALESCE(m.vis, now())
+  FROM unnest($2::text[], $3::text[], $4::text[], $5::bytea[], $7::timestamptz[])
+       WITH ORDINALITY AS m(mid, mkey, hdr, payload, vis, ord)
   CROSS JOIN subs s{skip_stored}
   ORDER BY m.ord, s.name
   RETURNING 1

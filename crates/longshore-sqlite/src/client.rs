@@ -159,6 +159,8 @@ impl Client {
     pub(crate) fn capabilities(&self) -> Capabilities {
         let mut caps = Capabilities::new(BACKEND, self.config().max_payload);
         caps.native_delay = true;
+        caps.native_schedule = true;
+        caps.cancel_schedule = true;
         caps.delivery_count = true;
         caps.ordered_by_key = true;
         caps

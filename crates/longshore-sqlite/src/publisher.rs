@@ -10,13 +10,13 @@ use async_trait::async_trait;
 use longshore_core::topic::validate_topic;
 use longshore_core::{
     topic_runs, BatchError, Capabilities, Error, FailedMessage, GroupCommit, Health, Message,
-    Publisher,
+    Publisher, ScheduleId,
 };
 use tracing::Instrument;
 
 use crate::client::Client;
 use crate::error::SqliteError;
-use crate::queue_sql::route;
+use crate::queue_sql::{route, CANCEL};
 use crate::BACKEND;
 
 /// Most messages one shared transaction of concurrent single publishes carries.
@@ -170,6 +170,19 @@ impl Publisher for SqlitePublisher {
             }
         }
         BatchError::check(total, failed)
+    }
+
+    /// Deletes the message's rows that are still waiting for their time, in every
+    /// subscription; `true` if there were any.
+    async fn cancel(&self, id: &ScheduleId) -> Result<bool, Error> {
+        self.check_open()?;
+        let done = sqlx::query(CANCEL)
+            .bind(&id.0)
+            .bind(crate::client::now_ms())
+            .execute(&self.client.pools.writer)
+            .await
+            .map_err(SqliteError::from)?;
+        Ok(done.rows_affected() > 0)
     }
 
     async fn close(&self) -> Result<(), Error> {

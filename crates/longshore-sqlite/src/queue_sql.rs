@@ -41,7 +41,13 @@ const SUBSCRIPTIONS: &str = "SELECT name, patterns FROM longshore_subscriptions"
 
 const INSERT: &str = "INSERT INTO longshore_queue
   (subscription, topic, message_id, message_key, headers, payload, available_at, published_at)
-VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?7)";
+VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)";
+
+/// ?1 message id, ?2 now (ms). Only rows still waiting for their schedule: a message being
+/// retried after a delayed nack is no schedule to cancel.
+pub(crate) const CANCEL: &str = "DELETE FROM longshore_queue
+WHERE message_id = ?1 AND available_at > ?2 AND locked_by IS NULL
+  AND json_extract(headers, '$.\"x-deliver-at\"') IS NOT NULL";
 
 /// Inserts `messages` for every subscription whose patterns match `topic`, on a connection
 /// inside a write transaction; returns the subscriptions reached (to wake their consumers).
@@ -58,6 +64,11 @@ pub(crate) async fn route(
     let now = now_ms();
     for message in messages {
         let headers = headers_json(&message.headers)?;
+        // A schedule (checked by the publisher) is when the row becomes visible.
+        let visible = match message.scheduled_for() {
+            Ok(Some(at)) => at.timestamp_millis().max(now),
+            _ => now,
+        };
         for name in &names {
             sqlx::query(INSERT)
                 .bind(name)
@@ -66,6 +77,7 @@ pub(crate) async fn route(
                 .bind(&message.key)
                 .bind(&headers)
                 .bind(message.payload.as_ref())
+                .bind(visible)
                 .bind(now)
                 .execute(&mut *conn)
                 .await?;

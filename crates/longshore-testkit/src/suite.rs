@@ -152,6 +152,13 @@ macro_rules! __broker_scenarios {
                 pause_stops_delivery_and_resume_continues,
                 breaker_opens_after_failures_and_closes_after_probe,
             ]
+            time_conformance: time [
+                scheduled_message_is_not_delivered_early_and_once,
+                scheduled_message_survives_its_publisher,
+                cancelled_schedule_is_never_delivered if cancel_schedule,
+                expired_message_never_reaches_the_handler,
+                delayed_retry_survives_a_consumer_restart if native_delay,
+            ]
             relay_conformance: relay [
                 relay_skips_an_unroutable_event_type,
             ]

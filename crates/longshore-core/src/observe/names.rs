@@ -30,6 +30,10 @@ pub const IN_FLIGHT: &str = "longshore_in_flight";
 pub const CONSUMERS: &str = "longshore_consumers";
 /// Counter: handler attempts that failed transiently and were retried (`backend`, `subscription`).
 pub const RETRIED: &str = "longshore_retried_total";
+/// Counter: scheduled messages given back because they arrived early (`backend`, `subscription`).
+pub const DEFERRED: &str = "longshore_deferred_total";
+/// Counter: messages past their expiry, not handled (`backend`, `subscription`).
+pub const EXPIRED: &str = "longshore_expired_total";
 /// Histogram, seconds: one handler attempt (`backend`, `subscription`, `outcome` = ok | retry | dead_letter).
 pub const HANDLER_DURATION: &str = "longshore_handler_duration_seconds";
 /// Gauge: messages waiting for a subscription, where the backend can tell (`backend`, `subscription`).
@@ -129,7 +133,19 @@ pub const ALL: &[(&str, &str, &str, &str)] = &[
         RETRIED,
         "counter",
         "backend, subscription",
-        "handler attempts retried in process",
+        "handler attempts retried (in process, or by the broker after a long backoff)",
+    ),
+    (
+        DEFERRED,
+        "counter",
+        "backend, subscription",
+        "scheduled messages given back because they arrived early",
+    ),
+    (
+        EXPIRED,
+        "counter",
+        "backend, subscription",
+        "messages past their expiry, dropped or dead-lettered unhandled",
     ),
     (
         HANDLER_DURATION,

@@ -15,6 +15,7 @@ use crate::error::{BatchError, Error};
 use crate::health::{Health, LastSeen};
 use crate::message::Message;
 use crate::publisher::Publisher;
+use crate::schedule::ScheduleId;
 
 /// Topics beyond this many are counted without caching their metric handles, so a service
 /// that publishes to unbounded topic names cannot grow this map without limit.
@@ -173,6 +174,10 @@ impl Publisher for ObservedPublisher {
             span.in_scope(|| tracing::warn!(error = %e, failed, "batch publish partly failed"));
         }
         result
+    }
+
+    async fn cancel(&self, id: &ScheduleId) -> Result<bool, Error> {
+        self.inner.cancel(id).await
     }
 
     async fn close(&self) -> Result<(), Error> {

@@ -18,7 +18,7 @@ use super::settle::Settler;
 use super::state::WithState;
 use super::stats::{ConsumerStats, Counters};
 use super::stopped;
-use super::worker::{Route, UnknownEventPolicy, Worker};
+use super::worker::{ExpiredPolicy, Route, UnknownEventPolicy, Worker};
 use crate::codec::{Codec, JsonCodec};
 use crate::error::Error;
 use crate::event::DomainEvent;
@@ -54,6 +54,7 @@ pub struct Consumer {
     routes: HashMap<String, RouteSpec>,
     retry: RetryPolicy,
     unknown: UnknownEventPolicy,
+    expired: ExpiredPolicy,
     concurrency: usize,
     ordered: bool,
     breaker: Option<CircuitBreaker>,
@@ -82,6 +83,7 @@ impl Consumer {
             routes: HashMap::new(),
             retry: RetryPolicy::default(),
             unknown: UnknownEventPolicy::default(),
+            expired: ExpiredPolicy::default(),
             concurrency: 16,
             ordered: false,
             breaker: None,
@@ -188,6 +190,16 @@ impl Consumer {
         self
     }
 
+    /// Sets what happens to messages past their expiry ([`Message::expires_at`]): dropped
+    /// (the default) or dead-lettered with reason `expired`; counted either way
+    /// (`longshore_expired_total`).
+    ///
+    /// [`Message::expires_at`]: crate::Message::expires_at
+    pub fn on_expired(mut self, policy: ExpiredPolicy) -> Self {
+        self.expired = policy;
+        self
+    }
+
     /// Uses another codec.
     pub fn codec(mut self, codec: Arc<dyn Codec>) -> Self {
         self.codec = codec;
@@ -227,7 +239,8 @@ impl Consumer {
         let stream = self.subscriber.subscribe(&subscription).await?;
         let (stop_tx, stop_rx) = watch::channel(false);
         let counters = Arc::new(Counters::default());
-        let backend = self.subscriber.capabilities().backend;
+        let capabilities = self.subscriber.capabilities();
+        let backend = capabilities.backend;
         let name = self.subscription.name.clone();
         if let Some(every) = self.lag_interval {
             tokio::spawn(poll_lag(
@@ -252,6 +265,7 @@ impl Consumer {
             counters.clone(),
             Arc::new(Lanes::new(self.ordered)),
             flow.clone(),
+            capabilities.native_delay,
         ));
         let (halt_tx, halt_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
@@ -272,6 +286,7 @@ impl Consumer {
             codec: self.codec,
             routes,
             unknown: self.unknown,
+            expired: self.expired,
         });
         for _ in 0..self.concurrency {
             tasks.spawn(worker.clone().run(halt_rx.clone()));

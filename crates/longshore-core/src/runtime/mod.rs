@@ -17,7 +17,7 @@ pub use flow::{BreakerState, CircuitBreaker, ConsumerHealth, ConsumerProbe};
 pub use handler::{HandlerContext, HandlerError, HandlerFuture, HandlerResultExt};
 pub use state::WithState;
 pub use stats::ConsumerStats;
-pub use worker::UnknownEventPolicy;
+pub use worker::{ExpiredPolicy, UnknownEventPolicy};
 
 use tokio::sync::watch;
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::flow::{Attempt, Flow};
 use super::lanes::{Job, Lanes};
 use super::stats::Counters;
+use super::worker::ExpiredPolicy;
 use crate::error::Error;
 use crate::inbox::Inbox;
 use crate::observe::names;
@@ -21,6 +22,8 @@ pub(crate) struct Settler {
     pub counters: Arc<Counters>,
     pub lanes: Arc<Lanes>,
     pub flow: Arc<Flow>,
+    /// The backend holds a delayed `nack` itself (durably), so long waits go to it.
+    pub native_delay: bool,
     metrics: SettleMetrics,
 }
 
@@ -30,6 +33,8 @@ struct SettleMetrics {
     handled_ok: metrics::Histogram,
     handled_retry: metrics::Histogram,
     handled_dead: metrics::Histogram,
+    deferred: metrics::Counter,
+    expired: metrics::Counter,
 }
 
 /// How a handler attempt ended, for the duration histogram and the breaker.
@@ -49,6 +54,7 @@ impl Settler {
         counters: Arc<Counters>,
         lanes: Arc<Lanes>,
         flow: Arc<Flow>,
+        native_delay: bool,
     ) -> Self {
         let labels = |outcome: &'static str| {
             [
@@ -66,6 +72,16 @@ impl Settler {
             handled_ok: metrics::histogram!(names::HANDLER_DURATION, &labels("ok")),
             handled_retry: metrics::histogram!(names::HANDLER_DURATION, &labels("retry")),
             handled_dead: metrics::histogram!(names::HANDLER_DURATION, &labels("dead_letter")),
+            deferred: metrics::counter!(
+                names::DEFERRED,
+                "backend" => backend,
+                "subscription" => subscription.clone()
+            ),
+            expired: metrics::counter!(
+                names::EXPIRED,
+                "backend" => backend,
+                "subscription" => subscription.clone()
+            ),
         };
         Settler {
             backend,
@@ -75,6 +91,7 @@ impl Settler {
             counters,
             lanes,
             flow,
+            native_delay,
             metrics,
         }
     }
@@ -152,6 +169,59 @@ impl Settler {
             Err(e) => self.settle_failed("nack", e),
         }
         self.done(key, permit);
+    }
+
+    /// Whether a retry after `delay` goes to the broker rather than a sleep in process.
+    pub fn hands_over(&self, delay: Duration) -> bool {
+        self.native_delay && delay >= self.retry.durable_after
+    }
+
+    /// A scheduled message that arrived early: back to the broker for the time left.
+    pub async fn defer(&self, job: Job, left: Duration) {
+        let Job {
+            delivery,
+            key,
+            permit,
+        } = job;
+        match delivery.nack(Some(left)).await {
+            Ok(()) => {
+                Counters::inc(&self.counters.deferred);
+                self.metrics.deferred.increment(1);
+            }
+            Err(e) => self.settle_failed("nack", e),
+        }
+        self.done(key, permit);
+    }
+
+    /// A failed attempt whose backoff the broker waits out (see [`Settler::hands_over`]); the
+    /// broker's redelivery count carries the attempt number on.
+    pub async fn retry_later(&self, job: Job, delay: Duration) {
+        tracing::debug!(?delay, "retry handed to the broker");
+        let Job {
+            delivery,
+            key,
+            permit,
+        } = job;
+        if let Err(e) = delivery.nack(Some(delay)).await {
+            self.settle_failed("nack", e);
+        }
+        self.done(key, permit);
+    }
+
+    /// A message past its expiry: counted, then dropped or dead-lettered as configured.
+    pub async fn expired(&self, job: Job, policy: ExpiredPolicy) {
+        Counters::inc(&self.counters.expired);
+        self.metrics.expired.increment(1);
+        match policy {
+            ExpiredPolicy::Drop => {
+                tracing::debug!("dropping expired message");
+                self.ack(job).await
+            }
+            ExpiredPolicy::DeadLetter => {
+                let attempts = job.delivery.attempt;
+                self.dead_letter(job, "expired".to_string(), attempts).await
+            }
+        }
     }
 
     pub async fn dead_letter(&self, job: Job, reason: String, attempts: u32) {

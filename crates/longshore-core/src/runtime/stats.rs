@@ -15,6 +15,8 @@ pub(crate) struct Counters {
     pub settle_errors: AtomicU64,
     pub batches: AtomicU64,
     pub breaker_opened: AtomicU64,
+    pub deferred: AtomicU64,
+    pub expired: AtomicU64,
 }
 
 impl Counters {
@@ -35,6 +37,8 @@ impl Counters {
             settle_errors: get(&self.settle_errors),
             batches: get(&self.batches),
             breaker_opened: get(&self.breaker_opened),
+            deferred: get(&self.deferred),
+            expired: get(&self.expired),
         }
     }
 }
@@ -63,4 +67,9 @@ pub struct ConsumerStats {
     pub batches: u64,
     /// Times the circuit breaker opened.
     pub breaker_opened: u64,
+    /// Scheduled messages that arrived before their time and were given back for the time
+    /// left (backends without [`native_schedule`](crate::Capabilities::native_schedule)).
+    pub deferred: u64,
+    /// Messages past their expiry, dropped or dead-lettered (also counted there).
+    pub expired: u64,
 }

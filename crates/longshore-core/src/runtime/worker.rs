@@ -18,6 +18,8 @@ use super::stopped;
 use crate::codec::Codec;
 use crate::event::Event;
 use crate::observe::{attach, TraceContext};
+use crate::schedule::{timing, Timing};
+use chrono::Utc;
 
 /// What to do with a message whose `event_type` has no handler.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -28,6 +30,16 @@ pub enum UnknownEventPolicy {
     /// Acknowledge and drop it: for subscriptions that deliberately see more types than they
     /// handle.
     Ack,
+}
+
+/// What to do with a message past its expiry ([`HEADER_EXPIRES_AT`](crate::HEADER_EXPIRES_AT)).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum ExpiredPolicy {
+    /// Acknowledge and drop it (the default): it was only worth handling in time.
+    #[default]
+    Drop,
+    /// Dead-letter it with reason `expired`, for a later look or replay.
+    DeadLetter,
 }
 
 /// Where events of one type go.
@@ -42,6 +54,7 @@ pub(crate) struct Worker {
     pub codec: Arc<dyn Codec>,
     pub routes: HashMap<String, Route>,
     pub unknown: UnknownEventPolicy,
+    pub expired: ExpiredPolicy,
 }
 
 impl Worker {
@@ -84,6 +97,15 @@ impl Worker {
             attach(&span, parent);
         }
         async move {
+            match timing(&job.delivery.message, Utc::now()) {
+                Timing::Due => {}
+                Timing::Early(left) => return settler.defer(job, left).await,
+                Timing::Expired => return settler.expired(job, self.expired).await,
+                Timing::Invalid(reason) => {
+                    let attempts = job.delivery.attempt;
+                    return settler.dead_letter(job, reason, attempts).await;
+                }
+            }
             let event = match self.codec.decode(&job.delivery.message) {
                 Ok(event) => Arc::new(event),
                 Err(e) => {
@@ -181,6 +203,10 @@ impl Worker {
             tracing::debug!(attempt, error = %error, "handler failed; retrying");
             settler.attempted(Verdict::Retry, took);
             let delay = settler.retry.backoff(attempt);
+            if settler.hands_over(delay) {
+                // Long enough to be worth surviving a restart: the broker holds it.
+                return settler.retry_later(job, delay).await;
+            }
             tokio::select! {
                 _ = tokio::time::sleep(delay) => attempt += 1,
                 _ = stopped(halt) => return settler.requeue(job).await,

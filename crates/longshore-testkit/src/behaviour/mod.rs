@@ -20,3 +20,4 @@ pub mod retry;
 pub mod routing;
 pub mod settlement;
 pub mod shutdown;
+pub mod time;

@@ -30,6 +30,8 @@ pub(crate) struct Client {
     opened: AtomicU64,
     /// A health check is re-opening the connection (so checks do not pile up attempts).
     pub(crate) health_probe: AtomicBool,
+    /// The connection generation on which the delay levels were last declared (0: never).
+    delay_levels: AtomicU64,
 }
 
 impl Client {
@@ -43,6 +45,7 @@ impl Client {
             closed: AtomicBool::new(false),
             opened: AtomicU64::new(0),
             health_probe: AtomicBool::new(false),
+            delay_levels: AtomicU64::new(0),
         });
         client.connection().await?;
         Ok(client)
@@ -61,6 +64,16 @@ impl Client {
     /// re-opened, so a channel opened before a change belongs to a dead connection.
     pub(crate) fn generation(&self) -> u64 {
         self.opened.load(Ordering::Acquire)
+    }
+
+    /// Whether the delay levels were declared on the current connection.
+    pub(crate) fn delay_levels_declared(&self) -> bool {
+        self.delay_levels.load(Ordering::Acquire) == self.generation()
+    }
+
+    /// Records that the delay levels were declared on connection `generation`.
+    pub(crate) fn set_delay_levels_declared(&self, generation: u64) {
+        self.delay_levels.store(generation, Ordering::Release);
     }
 
     /// Whether the connection is up right now.
@@ -209,14 +222,14 @@ pub(crate) async fn declare_exchanges(channel: &Channel, exchange: &str) -> Resu
         .map_err(|e| map_lapin("declare dead-letter exchange", e))
 }
 
-/// The RabbitMQ capabilities: no native delay (nack with a delay waits in process), no replay,
-/// order kept for one consumer, no dedup window. A delivery count only on quorum queues: they
+/// The RabbitMQ capabilities: native delay (a delayed nack waits in the broker's delay levels,
+/// see `delay`), no replay, order kept for one consumer, no dedup window. A delivery count only on quorum queues: they
 /// report `x-delivery-count`, while classic queues only flag a redelivery, so there
 /// `Delivery::attempt` is 1 for a first delivery and 2 for any redelivery.
 pub(crate) fn capabilities(config: &RabbitConfig) -> Capabilities {
     let mut caps = Capabilities::new(BACKEND, config.max_payload);
     caps.ordered_by_key = true;
     caps.delivery_count = config.queue_type == QueueType::Quorum;
-    caps.native_delay = false;
+    caps.native_delay = true;
     caps
 }

@@ -52,6 +52,7 @@ mod broker;
 mod client;
 mod config;
 mod confirm;
+mod delay;
 mod error;
 mod health;
 mod mapping;
@@ -63,6 +64,7 @@ pub use config::{
     QueueType, RabbitConfig, Unroutable, BROKER_MAX_MESSAGE_SIZE, DEAD_LETTER_EXCHANGE,
     DEFAULT_EXCHANGE, DEFAULT_URL,
 };
+pub use delay::{DELAY_UNIT, LEVELS as DELAY_LEVELS, MAX_DELAY};
 pub use error::RabbitError;
 pub use mapping::{
     dead_letter_queue_arguments, queue_arguments, subscription_queue_arguments, KEY_HEADER,

@@ -25,6 +25,7 @@ use longshore_core::{
 };
 
 use crate::config::{QueueType, DEAD_LETTER_EXCHANGE};
+use crate::delay::{self, ATTEMPTS_HEADER, TOPIC_HEADER};
 
 /// The AMQP header carrying [`Message::key`] (reserved: a message header of that name is
 /// replaced by the key).
@@ -92,7 +93,10 @@ pub(crate) fn properties(message: &Message) -> Result<BasicProperties, Error> {
         .with_delivery_mode(2)
         .with_message_id(short("message id", &message.id)?);
     for (name, value) in &message.headers {
-        if name == DELIVERY_COUNT_HEADER {
+        if matches!(
+            name.as_str(),
+            DELIVERY_COUNT_HEADER | ATTEMPTS_HEADER | TOPIC_HEADER
+        ) {
             continue;
         }
         if name == HEADER_CONTENT_TYPE {
@@ -146,12 +150,25 @@ const X_DEATH_HEADER: &str = "x-death";
 /// Fills longshore's dead-letter headers from the first (latest) `x-death` entry, for each
 /// one `headers` lacks: the reason (`rejected by queue billing (x-death)`), the original
 /// topic (its first routing key), the subscription (its queue), the attempts (its count) and
-/// the time. A letter made by longshore already has them and keeps its own.
-pub(crate) fn x_death_headers(x_death: &AMQPValue, headers: &mut Headers) {
+/// the time. A letter made by longshore already has them and keeps its own. Entries of the
+/// delay queues (names starting with `delay_prefix`) are skipped.
+pub(crate) fn x_death_headers(x_death: &AMQPValue, delay_prefix: &str, headers: &mut Headers) {
     let AMQPValue::FieldArray(entries) = x_death else {
         return;
     };
-    let Some(AMQPValue::FieldTable(first)) = entries.as_slice().first() else {
+    // The delay levels' own entries (expired in a delay queue) are not dead letters.
+    let of_delay = |entry: &FieldTable| {
+        !delay_prefix.is_empty()
+            && entry
+                .inner()
+                .get("queue")
+                .and_then(value_string)
+                .is_some_and(|q| q.starts_with(delay_prefix))
+    };
+    let Some(first) = entries.as_slice().iter().find_map(|entry| match entry {
+        AMQPValue::FieldTable(entry) if !of_delay(entry) => Some(entry),
+        _ => None,
+    }) else {
         return;
     };
     let field = |name: &str| first.inner().get(name);
@@ -184,24 +201,76 @@ pub(crate) fn x_death_headers(x_death: &AMQPValue, headers: &mut Headers) {
     add(HEADER_DLQ_AT, at);
 }
 
-/// A received message: the [`Message`] and the attempt number.
+/// A received message, as the subscriber hands it out.
+pub(crate) struct Received {
+    pub(crate) message: Message,
+    /// 1 for a first delivery; see [`message`].
+    pub(crate) attempt: u32,
+    /// The topic it was published to, for a message that came back from the delay levels
+    /// (whose routing key is the delay's); `None`: the routing key is the topic.
+    pub(crate) topic: Option<String>,
+}
+
+/// Where a message was received from: the exchange of its delivery (for a dead-lettered
+/// message, the one it was dead-lettered to) and the delay levels' prefix, `<exchange>.delay.`.
+#[derive(Clone, Copy)]
+pub(crate) struct Source<'a> {
+    pub(crate) exchange: &'a str,
+    pub(crate) delay_prefix: &'a str,
+}
+
+impl Source<'_> {
+    /// Whether the message came out of the delay levels (the last of them dead-lettered it).
+    fn delayed(&self) -> bool {
+        !self.delay_prefix.is_empty() && self.exchange.starts_with(self.delay_prefix)
+    }
+}
+
+/// A received message: the [`Message`], the attempt number and, for a message back from a
+/// delay, its topic.
+///
+/// The attempt is what the broker reports for this queue (`x-delivery-count` + 1 on quorum
+/// queues; 2 for a redelivery and 1 otherwise on classic ones), plus, for a message back from
+/// a delay, the attempts made before it ([`ATTEMPTS_HEADER`]; a value that is not a number is
+/// ignored, so the count never drops below the broker's). The delay's bookkeeping never shows:
+/// [`ATTEMPTS_HEADER`], [`TOPIC_HEADER`], and RabbitMQ's `x-first-death-*` / `x-last-death-*`
+/// headers naming a delay queue are removed, and `x-death` entries of delay queues are not
+/// read as dead-letter headers.
 pub(crate) fn message(
     properties: &BasicProperties,
-    data: Vec<u8>,
+    data: bytes::Bytes,
     redelivered: bool,
-) -> (Message, u32) {
+    source: Source<'_>,
+) -> Received {
     let mut headers = Headers::new();
     let mut key = None;
     let mut delivery_count = None;
     let mut x_death = None;
+    let mut prior = None;
+    let mut topic = None;
+    let delayed = source.delayed();
     if let Some(table) = properties.headers() {
         for (name, value) in table.inner() {
             let name = name.as_str();
-            if name == DELIVERY_COUNT_HEADER {
-                delivery_count = value_string(value).and_then(|v| v.parse::<u32>().ok());
-            }
-            if name == X_DEATH_HEADER {
-                x_death = Some(value);
+            match name {
+                DELIVERY_COUNT_HEADER => {
+                    delivery_count = value_string(value).and_then(|v| v.parse::<u32>().ok());
+                }
+                X_DEATH_HEADER => x_death = Some(value),
+                ATTEMPTS_HEADER => {
+                    if delayed {
+                        prior = value_string(value).and_then(|v| v.trim().parse::<u32>().ok());
+                    }
+                    continue;
+                }
+                TOPIC_HEADER => {
+                    if delayed {
+                        topic = value_string(value)
+                            .filter(|t| longshore_core::topic::validate_topic(t).is_ok());
+                    }
+                    continue;
+                }
+                _ => {}
             }
             let Some(value) = value_string(value) else {
                 continue;
@@ -213,8 +282,9 @@ pub(crate) fn message(
             }
         }
     }
+    delay::forget_deaths(&mut headers, source.delay_prefix);
     if let Some(x_death) = x_death {
-        x_death_headers(x_death, &mut headers);
+        x_death_headers(x_death, source.delay_prefix, &mut headers);
     }
     if let Some(ct) = properties.content_type() {
         headers
@@ -229,25 +299,46 @@ pub(crate) fn message(
         // A publisher that set no message id (not the seed's): give the message one so that
         // it can be tracked; redeliveries of it get different ids.
         .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    let attempt = match delivery_count {
+    let here = match delivery_count {
         Some(n) => n.saturating_add(1),
         None if redelivered => 2,
         None => 1,
     };
-    (
-        Message {
+    let attempt = prior.map_or(here, |prior: u32| prior.saturating_add(here));
+    Received {
+        message: Message {
             id,
             key,
             headers,
-            payload: data.into(),
+            payload: data,
         },
         attempt,
-    )
+        topic,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const PREFIX: &str = "longshore.delay.";
+    /// A delivery from the topic exchange.
+    const DIRECT: Source<'static> = Source {
+        exchange: "longshore",
+        delay_prefix: PREFIX,
+    };
+    /// A delivery dead-lettered by the last delay level.
+    const DELAYED: Source<'static> = Source {
+        exchange: "longshore.delay.deliver",
+        delay_prefix: PREFIX,
+    };
+
+    /// `(message, attempt)` of a delivery from the topic exchange.
+    fn message(p: &BasicProperties, data: Vec<u8>, redelivered: bool) -> (Message, u32) {
+        let r = super::message(p, data.into(), redelivered, DIRECT);
+        assert!(r.topic.is_none());
+        (r.message, r.attempt)
+    }
 
     #[test]
     fn round_trip() {
@@ -329,6 +420,137 @@ mod tests {
         let (m, _) = message(&p, Vec::new(), false);
         assert_eq!(m.headers[HEADER_DLQ_REASON], "provider timeout");
         assert_eq!(m.headers[HEADER_DLQ_ATTEMPTS], "2");
+    }
+
+    /// A delivery dead-lettered by the last delay level.
+    fn back(p: &BasicProperties, redelivered: bool) -> Received {
+        super::message(p, Vec::new().into(), redelivered, DELAYED)
+    }
+
+    fn text(value: &str) -> AMQPValue {
+        AMQPValue::LongString(value.into())
+    }
+
+    /// The properties of a copy that went through the delay levels: what the acker sent, plus
+    /// what RabbitMQ adds when it dead-letters it (3.10: `x-death`, `x-first-death-*`).
+    fn delayed_copy(attempts: AMQPValue) -> BasicProperties {
+        let m = Message::new(&b"{}"[..])
+            .with_id("id-1")
+            .with_key("order-1")
+            .with_header("tenant", "acme");
+        let p = properties(&m).expect("props");
+        let mut t = p.headers().clone().expect("headers");
+        t.insert(ATTEMPTS_HEADER.into(), attempts);
+        t.insert(TOPIC_HEADER.into(), text("orders.created"));
+        let mut entry = FieldTable::default();
+        entry.insert("queue".into(), text("longshore.delay.3"));
+        entry.insert("reason".into(), text("expired"));
+        entry.insert("count".into(), AMQPValue::LongLongInt(1));
+        let deaths = vec![AMQPValue::FieldTable(entry)];
+        t.insert("x-death".into(), AMQPValue::FieldArray(deaths.into()));
+        t.insert("x-first-death-queue".into(), text("longshore.delay.3"));
+        t.insert("x-first-death-reason".into(), text("expired"));
+        t.insert("x-first-death-exchange".into(), text("longshore.delay.3"));
+        p.with_headers(t)
+    }
+
+    #[test]
+    fn a_delayed_copy_keeps_topic_attempts_and_headers() {
+        let p = delayed_copy(text("3"));
+        let r = super::message(&p, b"{}".to_vec().into(), false, DELAYED);
+        assert_eq!(r.topic.as_deref(), Some("orders.created"));
+        assert_eq!(r.attempt, 4);
+        let want = Message::new(&b"{}"[..])
+            .with_id("id-1")
+            .with_key("order-1")
+            .with_header("tenant", "acme");
+        // No delay bookkeeping and no dead-letter headers from the delay queues' x-death.
+        assert_eq!(r.message, want);
+        // Redelivered again in its queue: one more than that.
+        let r = back(&p, true);
+        assert_eq!(r.attempt, 5);
+        // The republished copy never carries the bookkeeping of an earlier trip.
+        let again = properties(&r.message).expect("props");
+        let table = again.headers().as_ref().expect("headers");
+        assert!(!table.inner().contains_key(ATTEMPTS_HEADER));
+        assert!(!table.inner().contains_key(TOPIC_HEADER));
+        assert!(!table.inner().contains_key("x-death"));
+    }
+
+    #[test]
+    fn hostile_attempts_never_lower_the_count_or_panic() {
+        for bad in [
+            text("-1"),
+            text("many"),
+            text(""),
+            text("99999999999999999999"),
+            AMQPValue::FieldArray(Default::default()),
+            AMQPValue::Boolean(true),
+        ] {
+            let r = back(&delayed_copy(bad.clone()), true);
+            assert_eq!(r.attempt, 2, "{bad:?}");
+        }
+        let r = back(&delayed_copy(text("4294967295")), true);
+        assert_eq!(r.attempt, u32::MAX);
+        let r = back(&delayed_copy(AMQPValue::LongLongInt(2)), false);
+        assert_eq!(r.attempt, 3);
+        // Quorum queues' own count adds to it.
+        let p = delayed_copy(text("2"));
+        let mut t = p.headers().clone().expect("headers");
+        t.insert("x-delivery-count".into(), AMQPValue::LongLongInt(1));
+        let r = back(&p.with_headers(t), true);
+        assert_eq!(r.attempt, 4);
+    }
+
+    #[test]
+    fn delay_headers_count_only_from_the_delay_levels() {
+        // Published straight to the topic exchange with the delay's headers (by hand, by a
+        // peer): they are neither believed nor shown.
+        let p = delayed_copy(text("7"));
+        let (m, attempt) = message(&p, Vec::new(), false);
+        assert_eq!(attempt, 1);
+        assert!(!m.headers.contains_key(ATTEMPTS_HEADER));
+        assert!(!m.headers.contains_key(TOPIC_HEADER));
+        assert!(!m.headers.contains_key(HEADER_DLQ_REASON));
+        assert!(!m.headers.contains_key("x-first-death-queue"));
+        // A topic that is not one is ignored.
+        let mut t = p.headers().clone().expect("headers");
+        t.insert(TOPIC_HEADER.into(), text("not a topic!"));
+        let r = back(&p.with_headers(t), false);
+        assert!(r.topic.is_none());
+        // A user header of that name is never sent.
+        let sent = properties(&Message::new("x").with_header(ATTEMPTS_HEADER, "9")).expect("p");
+        let table = sent.headers().as_ref().expect("headers");
+        assert!(!table.inner().contains_key(ATTEMPTS_HEADER));
+    }
+
+    #[test]
+    fn a_real_dead_letter_after_a_delay_keeps_its_reason() {
+        // Rejected by a peer after a trip through the delay levels: the newest non-delay
+        // x-death entry is the reason, and the first death (a delay queue) is not shown.
+        let p = delayed_copy(text("1"));
+        let mut t = p.headers().clone().expect("headers");
+        let mut rejected = FieldTable::default();
+        rejected.insert("queue".into(), text("billing"));
+        rejected.insert("reason".into(), text("rejected"));
+        let mut expired = FieldTable::default();
+        expired.insert("queue".into(), text("longshore.delay.0"));
+        expired.insert("reason".into(), text("expired"));
+        let deaths = vec![
+            AMQPValue::FieldTable(expired),
+            AMQPValue::FieldTable(rejected),
+        ];
+        t.insert("x-death".into(), AMQPValue::FieldArray(deaths.into()));
+        let source = Source {
+            exchange: DEAD_LETTER_EXCHANGE,
+            delay_prefix: PREFIX,
+        };
+        let r = super::message(&p.with_headers(t), Vec::new().into(), false, source);
+        assert_eq!(
+            r.message.headers[HEADER_DLQ_REASON],
+            "rejected by queue billing (x-death)"
+        );
+        assert!(!r.message.headers.contains_key("x-first-death-queue"));
     }
 
     #[test]

@@ -18,14 +18,14 @@ use longshore_core::{
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use crate::acker::{requeue, RabbitAcker};
+use crate::acker::{requeue, Original, RabbitAcker};
 use crate::client::{capabilities, declare_exchanges, Client};
 use crate::config::{QueueType, DEAD_LETTER_EXCHANGE};
 use crate::confirm::ConfirmChannel;
 use crate::error::map_lapin;
-use crate::health;
-use crate::mapping::{self, dead_letter_queue_arguments, subscription_queue_arguments};
+use crate::mapping::{self, dead_letter_queue_arguments, subscription_queue_arguments, Source};
 use crate::BACKEND;
+use crate::{delay, health};
 
 /// What one subscription is on the broker. Names are validated before (`Subscription::validate`:
 /// queue ≤ 128 bytes, patterns ≤ 255), so converting them to AMQP short strings cannot fail.
@@ -36,15 +36,18 @@ struct Topology {
     dead_letter_queue: bool,
     /// The type of the queue and of its dead-letter queue.
     queue_type: QueueType,
+    /// `<exchange>.delay.`: what the delay levels' names start with.
+    delay_prefix: String,
 }
 
 impl Topology {
-    fn of(subscription: &Subscription, queue_type: QueueType) -> Self {
+    fn of(subscription: &Subscription, config: &crate::RabbitConfig) -> Self {
         Topology {
             queue: subscription.name.clone(),
             patterns: subscription.patterns.clone(),
             dead_letter_queue: subscription.is_dead_letter_queue(),
-            queue_type,
+            queue_type: config.queue_type,
+            delay_prefix: delay::prefix(&config.exchange),
         }
     }
 
@@ -89,11 +92,13 @@ impl Topology {
             .map_err(|e| map_lapin("bind dead-letter queue", e))
     }
 
-    /// Declares exchanges, the dead-letter queue, the queue and its bindings (idempotent).
+    /// Declares exchanges, the dead-letter queue, the queue and its bindings, the binding on
+    /// the delay levels' delivery exchange included (idempotent).
     async fn declare(&self, channel: &Channel, exchange: &str) -> Result<(), Error> {
         declare_exchanges(channel, exchange).await?;
         if self.dead_letter_queue {
-            return self.declare_dead_letter_queue(channel, &self.queue).await;
+            self.declare_dead_letter_queue(channel, &self.queue).await?;
+            return delay::bind_queue(channel, exchange, &self.queue).await;
         }
         self.declare_dead_letter_queue(channel, &dead_letter_topic(&self.queue))
             .await?;
@@ -115,7 +120,8 @@ impl Topology {
                 .await
                 .map_err(|e| map_lapin("bind queue", e))?;
         }
-        Ok(())
+        // Its delayed nacks come back through the delay levels to this queue only.
+        delay::bind_queue(channel, exchange, &self.queue).await
     }
 }
 
@@ -291,6 +297,7 @@ impl StreamState {
     fn delivery(&self, d: lapin::message::Delivery) -> Option<Delivery> {
         let channel = self.active.as_ref()?.channel.clone();
         let lapin::message::Delivery {
+            exchange,
             routing_key,
             redelivered,
             properties,
@@ -298,18 +305,35 @@ impl StreamState {
             acker,
             ..
         } = d;
-        let (message, attempt) = mapping::message(&properties, data, redelivered);
+        let source = Source {
+            exchange: exchange.as_str(),
+            delay_prefix: &self.topology.delay_prefix,
+        };
+        let received = mapping::message(&properties, data.into(), redelivered, source);
+        let topic = received
+            .topic
+            .unwrap_or_else(|| routing_key.as_str().to_string());
+        let original = Original {
+            properties,
+            payload: received.message.payload.clone(),
+            redelivered,
+            exchange,
+            id: received.message.id.clone(),
+            topic: topic.clone(),
+            attempt: received.attempt,
+        };
         let acker = RabbitAcker::new(
             acker,
             channel,
             self.dead_letters.clone(),
             self.topology.queue.clone(),
             self.client.config.publish_timeout,
+            original,
         );
         Some(Delivery::new(
-            message,
-            routing_key.to_string(),
-            attempt,
+            received.message,
+            topic,
+            received.attempt,
             Box::new(acker),
         ))
     }
@@ -445,7 +469,7 @@ impl Subscriber for RabbitSubscriber {
     async fn subscribe(&self, subscription: &Subscription) -> Result<DeliveryStream, Error> {
         self.check_open()?;
         subscription.validate()?;
-        let topology = Arc::new(Topology::of(subscription, self.client.config.queue_type));
+        let topology = Arc::new(Topology::of(subscription, &self.client.config));
         let active = open_consumer(&self.client, &topology, subscription.prefetch).await?;
         let state = StreamState {
             client: self.client.clone(),
@@ -466,7 +490,7 @@ impl Subscriber for RabbitSubscriber {
     async fn ensure_subscription(&self, subscription: &Subscription) -> Result<(), Error> {
         self.check_open()?;
         subscription.validate()?;
-        let topology = Topology::of(subscription, self.client.config.queue_type);
+        let topology = Topology::of(subscription, &self.client.config);
         let deadline = Instant::now() + self.client.config.publish_timeout;
         let channel = self.client.channel(deadline).await?;
         let result = topology

@@ -15,10 +15,11 @@
 //!   queue's name (queue names may contain dots: the exact count of `*` keeps the match exact),
 //!   so the message comes back to the subscription that nacked it, and to no other.
 //!
-//! RabbitMQ caps a queue's `x-message-ttl` at 2^32 - 1 ms (its Erlang timers), so the top
-//! level waits 2^25 units (38.8 days) and the longest delay is 2^26 - 1 units, 77.7 days
-//! ([`MAX_DELAY`]). A longer delay is clamped to it: the consumer runtime nacks a scheduled
-//! message that comes back early again with what remains.
+//! The top level waits 2^27 units (15.5 days), so the longest delay is 2^28 - 1 units, about
+//! 310.7 days ([`MAX_DELAY`]). A longer delay is clamped to it: the consumer runtime nacks a
+//! scheduled message that comes back early again with what remains. (RabbitMQ 3.10+ accepts a
+//! queue TTL of up to ten years, rabbitmq-server PR #4836; the delivery count of a retried
+//! message keeps counting across rounds, see `mapping`.)
 
 use std::time::Duration;
 
@@ -37,14 +38,13 @@ use crate::error::map_lapin;
 /// The granularity of a delayed nack: delays are rounded up to whole units.
 pub const DELAY_UNIT: Duration = Duration::from_millis(100);
 
-/// How many levels (bits of the delay in units) there are. Level `k` waits `2^k` units; 26
-/// levels keep the top one's TTL (2^25 × 100 ms) under RabbitMQ's 2^32 - 1 ms limit.
-pub const LEVELS: u32 = 26;
+/// How many levels (bits of the delay in units) there are: level `k` waits `2^k` units.
+pub const LEVELS: u32 = 28;
 
 /// The largest delay in units: all [`LEVELS`] bits set.
 const MAX_UNITS: u64 = (1 << LEVELS) - 1;
 
-/// The longest delay a nack waits on the broker (2^26 - 1 units, about 77.7 days); longer
+/// The longest delay a nack waits on the broker (2^28 - 1 units, about 310.7 days); longer
 /// delays are clamped to it.
 pub const MAX_DELAY: Duration = Duration::from_millis(MAX_UNITS * 100);
 
@@ -82,7 +82,7 @@ pub(crate) fn first_level(units: u64) -> u32 {
 }
 
 /// The routing key of a message delayed by `units` for `queue`: the [`LEVELS`] bits, most
-/// significant first, then the queue name. At most 52 + 128 bytes (names are at most 128).
+/// significant first, then the queue name. At most 56 + 128 bytes (names are at most 128).
 pub(crate) fn routing_key(units: u64, queue: &str) -> String {
     let mut key = String::with_capacity(2 * LEVELS as usize + queue.len());
     for k in (0..LEVELS).rev() {
@@ -315,9 +315,9 @@ mod tests {
         assert_eq!(units(MAX_DELAY), MAX_UNITS);
         assert_eq!(units(MAX_DELAY + DELAY_UNIT), MAX_UNITS);
         assert_eq!(units(Duration::MAX), MAX_UNITS);
-        // The top level's TTL fits RabbitMQ's limit for x-message-ttl.
-        assert!((DELAY_UNIT.as_millis() << (LEVELS - 1)) <= u128::from(u32::MAX));
-        assert!(MAX_DELAY > Duration::from_secs(77 * 24 * 3600));
+        // The top level's TTL is within RabbitMQ's limit for x-message-ttl (ten years).
+        assert!((DELAY_UNIT.as_millis() << (LEVELS - 1)) <= 315_360_000_000);
+        assert!(MAX_DELAY > Duration::from_secs(310 * 24 * 3600));
     }
 
     #[test]

@@ -57,6 +57,10 @@ pub use longshore_core::{
     HEADER_CORRELATION_ID, HEADER_DLQ_AT, HEADER_DLQ_ATTEMPTS, HEADER_DLQ_REASON,
     HEADER_DLQ_SUBSCRIPTION, HEADER_DLQ_TOPIC, HEADER_DLQ_TRUNCATED, MAX_HEADERS, MAX_HEADER_VALUE,
 };
+// Time in messages: scheduled publish, expiry, retries the broker waits out.
+pub use longshore_core::{
+    ExpiredPolicy, ScheduleId, DEFAULT_DURABLE_AFTER, HEADER_DELIVER_AT, HEADER_EXPIRES_AT,
+};
 pub use longshore_core::{cloudevents, memory, observe, topic, url};
 // The outbox relay's handle and health, and consumer probes (for `Longshore::health`).
 pub use longshore_core::{
@@ -128,7 +132,8 @@ pub mod prelude {
         Aggregate, AggregateStore, BoxError, Consumer, ConsumerHandle, DomainEvent, Event,
         EventPublisher, EventStore, ExecuteError, ExpectedVersion, HandlerContext, HandlerError,
         HandlerResultExt, Health, Inbox, Message, Outbox, OutboxRelay, Publisher, RecordedEvent,
-        RelayHandle, RetryPolicy, StoreError, Subscriber, Subscription, UnknownEventPolicy,
+        RelayHandle, RetryPolicy, ScheduleId, StoreError, Subscriber, Subscription,
+        UnknownEventPolicy,
     };
     pub use uuid::Uuid;
 }

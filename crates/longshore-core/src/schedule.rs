@@ -26,7 +26,7 @@ pub const HEADER_EXPIRES_AT: &str = "x-expires-at";
 
 /// Names a scheduled message, for [`Publisher::cancel`](crate::Publisher::cancel): the
 /// message's id.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct ScheduleId(pub String);
 
 impl std::fmt::Display for ScheduleId {

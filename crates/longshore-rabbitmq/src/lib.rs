@@ -19,6 +19,13 @@
 //!   `basic.qos` on the consumer's own channel; acknowledgements are manual.
 //! - **Dead letters** are republished to `dlx` with confirms and then the original is acked,
 //!   so the reason, original topic, subscription and attempt headers survive (see README).
+//! - **Delayed nacks** wait in the broker, durably, without a plugin: the delivery's copy goes
+//!   the [`DELAY_LEVELS`] TTL queues `<exchange>.delay.<k>` (level `k` holds it `2^k` ×
+//!   [`DELAY_UNIT`], then dead-letters it down to level `k - 1`, level 0 to
+//!   `<exchange>.delay.deliver`), routed back to the
+//!   nacking subscription's queue only; the delivery is acked once the copy is confirmed, so it
+//!   frees its prefetch slot. 100 ms steps (rounded up), at most [`MAX_DELAY`] (about 310
+//!   days; longer is clamped); topic and attempt count survive the trip (see README).
 //! - **Recovery**: one connection per broker handle, re-opened with backoff when it drops;
 //!   publishers retry unconfirmed messages on a new channel until `publish_timeout`, consumers
 //!   re-declare their topology and re-subscribe.
@@ -46,7 +53,7 @@
 
 // Laid out on the adapter template: config, client (the shared connection), broker (the
 // handle), publisher, subscriber, acker, mapping, health, error; `confirm` is the confirm
-// channel publishers and dead letters share.
+// channel publishers, dead letters and delayed nacks share; `delay` the delay levels.
 mod acker;
 mod broker;
 mod client;

@@ -1,9 +1,10 @@
 //! The acker: settlements go back to the consumer thread over its command channel; dead
-//! letters are published (acks=all) before the offset is settled.
+//! letters and the delay copies of delayed nacks ([`crate::delay`]) are published (acks=all)
+//! before the offset is settled.
 
 use std::sync::mpsc;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use longshore_core::{dead_letter_message, Acker, DeadLetter, Error, Message};
@@ -11,6 +12,7 @@ use tokio::sync::OnceCell;
 
 use crate::client::Client;
 use crate::command::{Cmd, Pending};
+use crate::delay::delayed_copy;
 use crate::mapping::TopicMap;
 use crate::publisher::KafkaPublisher;
 
@@ -18,12 +20,24 @@ use crate::publisher::KafkaPublisher;
 pub(crate) struct AckCtx {
     /// The consumer thread's command channel.
     pub cmd: mpsc::Sender<Cmd>,
-    /// The subscription's name (its dead letters go to `dlq.<name>`).
+    /// The subscription's name (its dead letters go to `dlq.<name>`, its delayed nacks to
+    /// `longshore.delay.<name>`).
     pub subscription: String,
-    /// The broker's shared state, for the dead-letter publisher.
+    /// The broker's shared state, for the publisher.
     pub client: Arc<Client>,
-    /// The dead-letter publisher, shared by the subscriber's consumers and made on first use.
-    pub dlq: Arc<OnceCell<KafkaPublisher>>,
+    /// The publisher of dead letters and delay copies, shared by the subscriber's consumers
+    /// and made on first use.
+    pub producer: Arc<OnceCell<KafkaPublisher>>,
+}
+
+impl AckCtx {
+    /// The shared publisher, made on first use.
+    async fn producer(&self) -> &KafkaPublisher {
+        let client = self.client.clone();
+        self.producer
+            .get_or_init(|| async move { KafkaPublisher::new(client) })
+            .await
+    }
 }
 
 /// Settles one delivery: ack and dead-letter tell the consumer thread the offset is done,
@@ -75,14 +89,52 @@ impl Acker for KafkaAcker {
         self.settle()
     }
 
+    /// Without a delay: a local redelivery. With one: the message is copied to the delay
+    /// topic and the original settled once the copy is stored, so the wait survives this
+    /// consumer ([`crate::delay`]).
     async fn nack(mut self: Box<Self>, delay: Option<Duration>) -> Result<(), Error> {
-        let Some(pending) = self.pending.take() else {
+        let Some(delay) = delay.filter(|d| !d.is_zero()) else {
+            let Some(pending) = self.pending.take() else {
+                return Ok(());
+            };
+            // A closed consumer cannot redeliver, but the offset was never stored: the next
+            // consumer of the subscription gets the message again.
+            let _ = self.ctx.cmd.send(Cmd::Nack {
+                pending,
+                delay: None,
+            });
             return Ok(());
         };
-        // A closed consumer cannot redeliver, but the offset was never stored: the next
-        // consumer of the subscription gets the message again.
-        let _ = self.ctx.cmd.send(Cmd::Nack { pending, delay });
-        Ok(())
+        let Some(pending) = self.pending.as_ref() else {
+            return Ok(());
+        };
+        let (message, topic) = pending.packed.unpack();
+        let copy = delayed_copy(message, pending.attempt, delay, SystemTime::now());
+        let ctx = self.ctx.clone();
+        let stored = match TopicMap::delay_topic(&ctx.subscription) {
+            Ok(kafka_topic) => {
+                ctx.producer()
+                    .await
+                    .publish_copy(&kafka_topic, &topic, &copy)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        match stored {
+            // The copy is stored: the original is done, its offset may be committed.
+            Ok(()) => self.settle(),
+            Err(e) => {
+                // Nothing is lost: the original stays unsettled and waits in this consumer,
+                // as before delay topics (not durable, but the delay is kept).
+                if let Some(pending) = self.pending.take() {
+                    let _ = self.ctx.cmd.send(Cmd::Nack {
+                        pending,
+                        delay: Some(delay),
+                    });
+                }
+                Err(e)
+            }
+        }
     }
 
     async fn dead_letter(
@@ -94,14 +146,12 @@ impl Acker for KafkaAcker {
         let ctx = self.ctx.clone();
         let kafka_topic = TopicMap::dead_letter_topic(&ctx.subscription)?;
         let letter = dead_letter_message(message, topic, &ctx.subscription, &dead);
-        let client = ctx.client.clone();
-        let dlq = ctx
-            .dlq
-            .get_or_init(|| async move { KafkaPublisher::new(client) })
-            .await;
         // Publish first, settle after: if the dead-letter topic refuses, dropping `self`
         // nacks and the message is redelivered.
-        dlq.publish_letter(&kafka_topic, letter).await?;
+        ctx.producer()
+            .await
+            .publish_letter(&kafka_topic, letter)
+            .await?;
         self.settle()
     }
 }

@@ -272,7 +272,9 @@ pub(crate) fn capabilities(config: &KafkaConfig) -> Capabilities {
     // A new consumer group reads its Kafka topics from the beginning.
     c.replay = true;
     c.ordered_by_key = true;
-    c.native_delay = false;
+    // A delayed nack is copied to the subscription's delay topic and held there by the
+    // consumer, its offset uncommitted, until due: it survives restarts (`crate::delay`).
+    c.native_delay = true;
     c.dedup_window = false;
     c.delivery_count = false;
     c

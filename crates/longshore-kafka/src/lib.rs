@@ -13,7 +13,15 @@
 //! handles share), `broker` (the handle), `publisher`, `subscriber` (a folder: the consumer
 //! thread, its group state, plans and streams), `acker`, `mapping` (topics, headers, record
 //! conversion), `health` (health and lag), `error`; then what only Kafka has: `offsets`
-//! (per-partition contiguous commits) and `command` (what a consumer thread is told).
+//! (per-partition contiguous commits), `command` (what a consumer thread is told) and `delay`
+//! (durable delayed nacks).
+//!
+//! A nack with a delay is durable (`native_delay`): the message is copied to the
+//! subscription's delay topic `longshore.delay.<subscription>` (acks=all) and the original
+//! settled; the subscription's consumers read that topic too and hold each copy, its offset
+//! uncommitted, until its time, then deliver it as a message of its original topic with the
+//! attempt count carried on. Held copies cost the consumer's memory, and the delay topic's
+//! retention must exceed the longest delay (see the crate README).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
@@ -22,6 +30,7 @@ mod broker;
 mod client;
 mod command;
 pub mod config;
+mod delay;
 mod error;
 #[cfg(test)]
 mod fuzz;

@@ -10,6 +10,9 @@
 //!   aggregate's events keep their order across event types. A topic with fewer words maps to
 //!   itself. `words = 2` would give one Kafka topic per event type (and no order across types).
 //! - dead-letter topics `dlq.<subscription>` map to the Kafka topic of the same name.
+//! - Kafka topics named `longshore.delay.…` are reserved for the delay topics of
+//!   subscriptions ([`TopicMap::delay_topic`]): no longshore topic maps to one, and wildcard
+//!   patterns never read them.
 //! - the full longshore topic travels in the header [`HEADER_TOPIC`]; a subscription reads the
 //!   Kafka topics its patterns can route to and skips (commits past) messages whose longshore
 //!   topic its patterns do not match. A message without that header (produced by a
@@ -27,6 +30,8 @@
 use bytes::{BufMut, Bytes, BytesMut};
 use longshore_core::topic::{validate_pattern, validate_topic};
 use longshore_core::{Error, Headers, Message};
+
+use crate::delay::DELAY_TOPIC_PREFIX;
 
 /// Header carrying the message id.
 pub const HEADER_ID: &str = "longshore-id";
@@ -80,13 +85,21 @@ impl TopicMap {
                 .collect::<Vec<_>>()
                 .join(".")
         };
-        check_kafka_name(&kafka)?;
+        check_user_kafka_name(&kafka)?;
         Ok(kafka)
     }
 
     /// The Kafka topic of the dead letters of subscription `name` (already validated).
     pub fn dead_letter_topic(name: &str) -> Result<String, Error> {
         let kafka = longshore_core::dead_letter_topic(name);
+        check_kafka_name(&kafka)?;
+        Ok(kafka)
+    }
+
+    /// The Kafka topic of the delayed nacks of subscription `name` (already validated):
+    /// `longshore.delay.<name>`, read by the subscription's own consumers only.
+    pub fn delay_topic(name: &str) -> Result<String, Error> {
+        let kafka = format!("{DELAY_TOPIC_PREFIX}{name}");
         check_kafka_name(&kafka)?;
         Ok(kafka)
     }
@@ -99,7 +112,7 @@ impl TopicMap {
         if pattern.starts_with(DLQ_PREFIX) || words.len() <= self.words {
             // Maps to itself, if it is a single topic at all.
             return Ok(if words.iter().all(literal) {
-                check_kafka_name(pattern)?;
+                check_user_kafka_name(pattern)?;
                 Resolved::Fixed(pattern.to_string())
             } else {
                 Resolved::Discover
@@ -109,7 +122,7 @@ impl TopicMap {
         // `events.#` (words = 1) matches `events` too, which maps to `events`: still one topic.
         if head.iter().all(literal) && head.first() != Some(&"dlq") {
             let kafka = head.join(".");
-            check_kafka_name(&kafka)?;
+            check_user_kafka_name(&kafka)?;
             Ok(Resolved::Fixed(kafka))
         } else {
             Ok(Resolved::Discover)
@@ -118,7 +131,11 @@ impl TopicMap {
 
     /// Whether some longshore topic matched by `pattern` maps to the Kafka topic `kafka`.
     pub fn may_route_to(&self, pattern: &str, kafka: &str) -> bool {
-        if kafka.is_empty() || kafka.starts_with("__") || validate_topic(kafka).is_err() {
+        if kafka.is_empty()
+            || kafka.starts_with("__")
+            || kafka.starts_with(DELAY_TOPIC_PREFIX)
+            || validate_topic(kafka).is_err()
+        {
             return false;
         }
         let p: Vec<&str> = pattern.split('.').collect();
@@ -175,6 +192,19 @@ fn prefix_states(pattern: &[&str], words: &[&str]) -> Vec<usize> {
         }
     }
     states
+}
+
+/// [`check_kafka_name`], and not one of the reserved delay topics: a longshore topic mapped
+/// there would be read as a delayed nack by that subscription.
+fn check_user_kafka_name(name: &str) -> Result<(), Error> {
+    if name.starts_with(DELAY_TOPIC_PREFIX) {
+        return Err(Error::InvalidName {
+            kind: "kafka topic",
+            value: name.to_string(),
+            reason: "`longshore.delay.` is reserved for the delay topics of subscriptions",
+        });
+    }
+    check_kafka_name(name)
 }
 
 fn check_kafka_name(name: &str) -> Result<(), Error> {
@@ -352,6 +382,15 @@ mod tests {
         assert_eq!(m2.kafka_topic("a").unwrap(), "a");
         assert!(m.kafka_topic("__consumer_offsets.x").is_err());
         assert!(m.kafka_topic("a.*").is_err());
+        // Delay topics are reserved; with one word the same longshore topic is fine.
+        assert!(TopicMap::new(3).kafka_topic("longshore.delay.x").is_err());
+        assert!(TopicMap::new(3).resolve("longshore.delay.x.#").is_err());
+        assert_eq!(m.kafka_topic("longshore.delay.x").unwrap(), "longshore");
+        assert_eq!(
+            TopicMap::delay_topic("billing").unwrap(),
+            "longshore.delay.billing"
+        );
+        assert!(!TopicMap::new(3).may_route_to("#", "longshore.delay.billing"));
     }
 
     #[test]

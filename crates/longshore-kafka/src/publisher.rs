@@ -200,6 +200,18 @@ impl KafkaPublisher {
         self.send_to(kafka_topic, kafka_topic, &letter).await
     }
 
+    /// Publishes the delay copy of a delivered message ([`crate::delay`]) with `topic` as its
+    /// longshore topic. Publisher limits do not apply, as for dead letters: the broker
+    /// already holds the original, and refusing its copy would turn a delay into a hot loop.
+    pub(crate) async fn publish_copy(
+        &self,
+        kafka_topic: &str,
+        topic: &str,
+        message: &Message,
+    ) -> Result<(), Error> {
+        self.send_to(kafka_topic, topic, message).await
+    }
+
     async fn send_to(
         &self,
         kafka_topic: &str,

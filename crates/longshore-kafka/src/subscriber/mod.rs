@@ -8,9 +8,11 @@
 //! Offsets: `enable.auto.offset.store=false`; the thread stores (and librdkafka auto-commits)
 //! a partition's position only up to the first unsettled message of that partition
 //! ([`crate::offsets`]), so a failing message in the middle is never skipped by the commit of
-//! later ones. Nack = local redelivery: the message goes back to this consumer's queue (after
-//! the delay, if any) and its offset stays unsettled; should the partition move to another
-//! consumer first, that one reads it again from the committed position. On a revoke the
+//! later ones. A nack without a delay is a local redelivery: the message goes back to this
+//! consumer's queue and its offset stays unsettled; should the partition move to another
+//! consumer first, that one reads it again from the committed position. A nack with a delay
+//! is durable: the message is copied to the subscription's delay topic, which its
+//! consumers read too, and the original settled ([`crate::delay`]). On a revoke the
 //! partition's in-flight work is forgotten (nothing of it is stored), so the next owner
 //! redelivers it.
 
@@ -38,13 +40,14 @@ use crate::acker::AckCtx;
 use crate::client::{lock, Client};
 use crate::command::{Cmd, Pending};
 use crate::health::Probes;
+use crate::mapping::TopicMap;
 use crate::publisher::KafkaPublisher;
 use crate::BACKEND;
 
 /// Opens consumers on subscriptions (see the module docs for the offset rules).
 pub struct KafkaSubscriber {
     client: Arc<Client>,
-    dlq: Arc<OnceCell<KafkaPublisher>>,
+    producer: Arc<OnceCell<KafkaPublisher>>,
     consumers: Mutex<Vec<Control>>,
     closed: AtomicBool,
     /// The latest plan of every subscription subscribed or ensured here, for `lag`.
@@ -80,7 +83,7 @@ impl KafkaSubscriber {
         KafkaSubscriber {
             probes: Probes::new(client.clone()),
             client,
-            dlq: Arc::new(OnceCell::new()),
+            producer: Arc::new(OnceCell::new()),
             consumers: Mutex::new(Vec::new()),
             closed: AtomicBool::new(false),
             plans: Mutex::new(HashMap::new()),
@@ -133,6 +136,7 @@ impl KafkaSubscriber {
             cmd_tx: cmd_tx.clone(),
             out: Some(out_tx),
             matches: HashMap::new(),
+            delay_topic: TopicMap::delay_topic(&plan.subscription.name)?,
         };
         std::thread::Builder::new()
             .name(format!("longshore-kafka-{}", plan.subscription.name))
@@ -204,7 +208,7 @@ impl Subscriber for KafkaSubscriber {
                 cmd: started.cmd,
                 subscription: subscription.name.clone(),
                 client: self.client.clone(),
-                dlq: self.dlq.clone(),
+                producer: self.producer.clone(),
             }),
             leaving: started.leaving,
         };
@@ -229,8 +233,8 @@ impl Subscriber for KafkaSubscriber {
             let _ = tokio::time::timeout(limit, c.done.wait_for(|d| *d)).await;
         }
         self.probes.close();
-        if let Some(dlq) = self.dlq.get() {
-            longshore_core::Publisher::close(dlq).await?;
+        if let Some(producer) = self.producer.get() {
+            longshore_core::Publisher::close(producer).await?;
         }
         Ok(())
     }

@@ -1,5 +1,6 @@
-//! What a subscription reads: its fixed Kafka topics, and for wildcard patterns the existing
-//! Kafka topics they can route to, re-read from cluster metadata every `pattern_refresh`.
+//! What a subscription reads: its fixed Kafka topics and its delay topic, and for wildcard
+//! patterns the existing Kafka topics they can route to, re-read from cluster metadata every
+//! `pattern_refresh`.
 
 use std::sync::mpsc;
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use crate::mapping::{Resolved, TopicMap};
 #[derive(Clone)]
 pub(super) struct Plan {
     pub subscription: Subscription,
-    /// Kafka topics named by patterns whose leading words are literal.
+    /// Kafka topics named by patterns whose leading words are literal, and the delay topic.
     pub fixed: Vec<String>,
     /// Some pattern has a wildcard among its leading words: read whatever topics it matches.
     pub discover: bool,
@@ -23,7 +24,7 @@ pub(super) struct Plan {
 
 impl Plan {
     /// Validates the subscription, works out its Kafka topics and creates the fixed ones
-    /// (and the dead-letter topic).
+    /// (and the dead-letter and delay topics).
     pub async fn new(client: &Client, subscription: &Subscription) -> Result<Plan, Error> {
         subscription.validate()?;
         let map: TopicMap = client.config.topic_map;
@@ -43,6 +44,17 @@ impl Plan {
         if !subscription.is_dead_letter_queue() {
             // Dead letters are kept from the moment the subscription exists.
             create.push(TopicMap::dead_letter_topic(&subscription.name)?);
+        }
+        let delay = TopicMap::delay_topic(&subscription.name)?;
+        if client.config.create_topics {
+            create.push(delay.clone());
+            fixed.push(delay);
+        } else if client.list_topics().await?.contains(&delay) {
+            fixed.push(delay);
+        } else {
+            // Subscribing to a missing topic would report errors on the stream for ever; a
+            // delayed nack then fails to copy and waits in the consumer instead.
+            tracing::warn!(subscription = %subscription.name, topic = %delay, "kafka: delay topic missing and create_topics=false; delayed nacks are held in process only");
         }
         client.ensure_topics(&create).await?;
         Ok(Plan {

@@ -7,7 +7,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{self, RecvTimeoutError, TryRecvError};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime};
 
 use longshore_core::{Error, Subscription};
 use rdkafka::consumer::Consumer;
@@ -20,6 +20,7 @@ use super::group::{
 };
 use crate::client::{lock, Client};
 use crate::command::{Cmd, Pending};
+use crate::delay::pack_delayed;
 use crate::error::map;
 use crate::mapping::{Packed, Parts, HEADER_ID, HEADER_TOPIC};
 use crate::offsets::Tp;
@@ -45,6 +46,8 @@ pub(super) struct ConsumerTask {
     pub cmd_tx: mpsc::Sender<Cmd>,
     /// Whether a longshore topic matches the subscription, cached.
     pub matches: HashMap<String, bool>,
+    /// The subscription's delay topic: its records are delayed nacks ([`crate::delay`]).
+    pub delay_topic: String,
     /// `None` once the stream was ended by `close`.
     pub out: Option<tmpsc::UnboundedSender<Result<Pending, Error>>>,
 }
@@ -54,7 +57,8 @@ struct Local {
     in_flight: usize,
     /// Fetched or nacked messages waiting for a prefetch slot, in delivery order.
     ready: VecDeque<Pending>,
-    /// Nacked with a delay: due time and message.
+    /// Held until their due time: nacked with a delay locally (the copy to the delay topic
+    /// failed), or read from the delay topic before their time (offset unsettled meanwhile).
     delayed: Vec<(Instant, Pending)>,
     /// Partitions paused for backpressure.
     paused: bool,
@@ -427,21 +431,29 @@ impl ConsumerTask {
             None => return, // not ours (any more)
         };
         match self.pack(&m) {
-            Some(packed) => local.ready.push_back(Pending {
-                tp,
-                epoch,
-                offset,
-                attempt: 1,
-                packed,
-            }),
+            Some((packed, attempt, hold)) => {
+                let p = Pending {
+                    tp,
+                    epoch,
+                    offset,
+                    attempt,
+                    packed,
+                };
+                match hold {
+                    // A delayed nack read before its time: held here, its offset unsettled,
+                    // so a restart reads it again and holds it again.
+                    Some(hold) => local.delayed.push((Instant::now() + hold, p)),
+                    None => local.ready.push_back(p),
+                }
+            }
             // Another event type sharing the Kafka topic: done at once.
             None => lock(state).settle(tp, epoch, offset),
         }
     }
 
-    /// The record packed for delivery, or `None` when its longshore topic does not match the
-    /// subscription.
-    fn pack(&mut self, m: &BorrowedMessage<'_>) -> Option<Packed> {
+    /// The record packed for delivery with its attempt and how long it is to be held, or
+    /// `None` when its longshore topic does not match the subscription.
+    fn pack(&mut self, m: &BorrowedMessage<'_>) -> Option<(Packed, u32, Option<Duration>)> {
         let headers = m.headers();
         let header = |name: &str| {
             headers.and_then(|hs| {
@@ -471,7 +483,11 @@ impl ConsumerTask {
             .filter_map(move |i| headers.and_then(|hs| hs.try_get(i)))
             .filter(|h| h.key != HEADER_ID && h.key != HEADER_TOPIC)
             .map(|h| (h.key, h.value));
-        Some(Packed::pack(&parts, others))
+        if m.topic() == self.delay_topic {
+            // Delivered as a message of its original topic (the topic header above).
+            return Some(pack_delayed(&parts, others, SystemTime::now()));
+        }
+        Some((Packed::pack(&parts, others), 1, None))
     }
 
     fn matches(&mut self, topic: &str) -> bool {

@@ -17,6 +17,7 @@
 //! redelivers it.
 
 mod group;
+mod held;
 mod members;
 mod plan;
 mod stream;

@@ -18,6 +18,7 @@ use tokio::sync::{mpsc as tmpsc, oneshot, watch};
 use super::group::{
     flush_stores, pause_assigned, pause_everything, resume, GroupConsumer, GroupContext, GroupState,
 };
+use super::held::HeldQueue;
 use crate::client::{lock, Client};
 use crate::command::{Cmd, Pending};
 use crate::delay::pack_delayed;
@@ -59,7 +60,7 @@ struct Local {
     ready: VecDeque<Pending>,
     /// Held until their due time: nacked with a delay locally (the copy to the delay topic
     /// failed), or read from the delay topic before their time (offset unsettled meanwhile).
-    delayed: Vec<(Instant, Pending)>,
+    delayed: HeldQueue,
     /// Partitions paused for backpressure.
     paused: bool,
     blocked_since: Option<Instant>,
@@ -73,7 +74,7 @@ impl Local {
         Local {
             in_flight: 0,
             ready: VecDeque::new(),
-            delayed: Vec::new(),
+            delayed: HeldQueue::default(),
             paused: false,
             blocked_since: None,
             last_serve: Instant::now(),
@@ -83,21 +84,17 @@ impl Local {
 
     /// Moves delayed redeliveries that are due to the ready queue.
     fn release_due(&mut self) {
-        if self.delayed.is_empty() {
-            return;
-        }
         let now = Instant::now();
-        let (due, later): (Vec<_>, Vec<_>) = self.delayed.drain(..).partition(|(at, _)| *at <= now);
-        self.delayed = later;
-        self.ready.extend(due.into_iter().map(|(_, p)| p));
+        while let Some(p) = self.delayed.pop_due(now) {
+            self.ready.push_back(p);
+        }
     }
 
     /// How long the next wait may block: a tick, or less when a delayed message is due sooner.
     fn tick(&self) -> Duration {
-        let next_due = self.delayed.iter().map(|(at, _)| *at).min();
-        next_due
-            .map(|at| at.saturating_duration_since(Instant::now()).min(TICK))
-            .unwrap_or(TICK)
+        self.delayed
+            .until_next(Instant::now())
+            .map_or(TICK, |left| left.min(TICK))
     }
 
     /// The interned name of Kafka topic `name`.
@@ -392,7 +389,7 @@ impl ConsumerTask {
                 }
                 pending.attempt = pending.attempt.saturating_add(1);
                 match delay.filter(|d| !d.is_zero()) {
-                    Some(d) => local.delayed.push((Instant::now() + d, pending)),
+                    Some(d) => local.delayed.push(Instant::now() + d, pending),
                     None => local.ready.push_front(pending),
                 }
             }
@@ -442,7 +439,7 @@ impl ConsumerTask {
                 match hold {
                     // A delayed nack read before its time: held here, its offset unsettled,
                     // so a restart reads it again and holds it again.
-                    Some(hold) => local.delayed.push((Instant::now() + hold, p)),
+                    Some(hold) => local.delayed.push(Instant::now() + hold, p),
                     None => local.ready.push_back(p),
                 }
             }

@@ -28,10 +28,6 @@ use longshore_core::{Message, HEADER_DELIVER_AT};
 
 use crate::mapping::{Packed, Parts};
 
-/// Prefix of the delay topics, one per subscription. Kafka names starting with it are
-/// reserved: no longshore topic maps to them and wildcard subscriptions never read them.
-pub(crate) const DELAY_TOPIC_PREFIX: &str = "longshore.delay.";
-
 /// Header of a delay copy: the attempt of the delivery that was nacked (decimal).
 pub(crate) const HEADER_ATTEMPTS: &str = "x-longshore-attempts";
 

@@ -31,8 +31,6 @@ use bytes::{BufMut, Bytes, BytesMut};
 use longshore_core::topic::{validate_pattern, validate_topic};
 use longshore_core::{Error, Headers, Message};
 
-use crate::delay::DELAY_TOPIC_PREFIX;
-
 /// Header carrying the message id.
 pub const HEADER_ID: &str = "longshore-id";
 /// Header carrying the full longshore topic the message was published to.
@@ -42,6 +40,10 @@ pub const HEADER_TOPIC: &str = "longshore-topic";
 pub const MAX_KAFKA_TOPIC: usize = 249;
 
 const DLQ_PREFIX: &str = "dlq.";
+
+/// Prefix of the delay topics, one per subscription (`crate::delay`). Kafka names starting
+/// with it are reserved: no longshore topic maps to them and wildcard patterns never read them.
+pub(crate) const DELAY_TOPIC_PREFIX: &str = "longshore.delay.";
 
 /// The topic mapping (see the module docs).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -147,9 +147,16 @@ impl Client {
         self.last.lock().unwrap_or_else(|e| e.into_inner()).take();
         if let Some(conn) = conn {
             if conn.status().connected() {
-                conn.close(200, "OK".into())
-                    .await
-                    .map_err(|e| map_lapin("close connection", e))?;
+                match conn.close(200, "OK".into()).await {
+                    Ok(()) => {}
+                    // A channel of a handle dropped just before is still closing (lapin
+                    // closes a dropped channel in the background): the connection goes all
+                    // the same, and nothing confirmed depends on that channel.
+                    Err(e) if matches!(e.kind(), lapin::ErrorKind::InvalidChannelState(..)) => {
+                        tracing::debug!(error = %e, "connection closed while a channel was closing");
+                    }
+                    Err(e) => return Err(map_lapin("close connection", e)),
+                }
             }
         }
         Ok(())

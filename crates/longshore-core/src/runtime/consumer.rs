@@ -258,14 +258,13 @@ impl Consumer {
             &name,
         ));
         let settler = Arc::new(Settler::new(
-            backend,
+            &capabilities,
             name,
             self.retry,
             self.inbox,
             counters.clone(),
             Arc::new(Lanes::new(self.ordered)),
             flow.clone(),
-            capabilities.native_delay,
         ));
         let (halt_tx, halt_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();

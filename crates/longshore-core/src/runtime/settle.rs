@@ -8,6 +8,7 @@ use super::flow::{Attempt, Flow};
 use super::lanes::{Job, Lanes};
 use super::stats::Counters;
 use super::worker::ExpiredPolicy;
+use crate::capabilities::Capabilities;
 use crate::error::Error;
 use crate::inbox::Inbox;
 use crate::observe::names;
@@ -47,15 +48,15 @@ pub(crate) enum Verdict {
 
 impl Settler {
     pub fn new(
-        backend: &'static str,
+        capabilities: &Capabilities,
         subscription: String,
         retry: RetryPolicy,
         inbox: Option<Arc<dyn Inbox>>,
         counters: Arc<Counters>,
         lanes: Arc<Lanes>,
         flow: Arc<Flow>,
-        native_delay: bool,
     ) -> Self {
+        let backend = capabilities.backend;
         let labels = |outcome: &'static str| {
             [
                 ("backend", backend.to_string()),
@@ -91,7 +92,7 @@ impl Settler {
             counters,
             lanes,
             flow,
-            native_delay,
+            native_delay: capabilities.native_delay,
             metrics,
         }
     }

@@ -6,8 +6,10 @@
 //! 2. Half the orders are paid at once. Where the backend can withdraw a scheduled message
 //!    (`Capabilities::cancel_schedule`: Postgres, SQLite) the payment cancels the deadline;
 //!    elsewhere the deadline arrives and the handler sees the order was paid.
-//! 3. The deadline handler cancels every order still unpaid (publishing `OrderCancelled`) and
-//!    never runs before the deadline. The run checks both, and fails otherwise.
+//! 3. The deadline handler cancels every order still unpaid, publishing `OrderCancelled` for
+//!    the notifications subscription, and never runs before the deadline. The run checks
+//!    that exactly the unpaid orders were cancelled and announced, none early, and fails
+//!    otherwise.
 //!
 //! Runs on the embedded in-memory backend by default (deadline 2 s):
 //!     cargo run --example payment_timeout
@@ -20,6 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use longshore::prelude::*;
+use longshore::{Codec, JsonCodec};
 use serde::{Deserialize, Serialize};
 
 /// When an unpaid order is cancelled.
@@ -92,38 +95,46 @@ pub async fn run(url: &str, deadline: Duration) -> Result<Report, BoxError> {
     let topic = format!("shop{run}.payments.deadline");
     let subscription = Subscription::new(format!("payment-timeouts-{run}"), [topic.clone()]);
     ls.subscriber.ensure_subscription(&subscription).await?;
+    // Whoever tells customers: it gets every cancellation (and on RabbitMQ a publish nobody
+    // is subscribed to is refused as unroutable, so the topic has a reader before it is used).
+    let cancellations = format!("shop{run}.orders.cancelled");
+    let notifications = Subscription::new(format!("notifications-{run}"), [cancellations.clone()]);
+    ls.subscriber.ensure_subscription(&notifications).await?;
 
     let orders = Arc::new(Mutex::new(Orders::default()));
     let events = EventPublisher::new(ls.publisher.clone());
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel::<()>();
     let consumer = Consumer::new(ls.subscriber.clone(), subscription)
-        .with_state((orders.clone(), events.clone(), done_tx))
-        .on(|(orders, events, done), d: PaymentDeadline, _ctx| async move {
-            let late = (Utc::now() - d.due).num_milliseconds();
-            let unpaid = {
-                let mut o = orders.lock().unwrap_or_else(|e| e.into_inner());
-                o.latest_ms = o.latest_ms.max(late);
-                if late < 0 {
-                    o.early.push(d.order_id.clone());
-                }
-                if o.paid.contains(&d.order_id) {
-                    o.paid_in_time += 1;
-                    false
-                } else {
-                    o.cancelled.push(d.order_id.clone());
-                    true
-                }
-            };
-            if unpaid {
-                let cancelled = OrderCancelled {
-                    order_id: d.order_id,
-                    reason: "not paid in time".into(),
+        .with_state((orders.clone(), events.clone(), done_tx, cancellations))
+        .on(
+            |(orders, events, done, to), d: PaymentDeadline, _ctx| async move {
+                let late = (Utc::now() - d.due).num_milliseconds();
+                let unpaid = {
+                    let mut o = orders.lock().unwrap_or_else(|e| e.into_inner());
+                    o.latest_ms = o.latest_ms.max(late);
+                    if late < 0 {
+                        o.early.push(d.order_id.clone());
+                    }
+                    if o.paid.contains(&d.order_id) {
+                        o.paid_in_time += 1;
+                        false
+                    } else {
+                        o.cancelled.push(d.order_id.clone());
+                        true
+                    }
                 };
-                events.publish_typed(&cancelled, None).await.transient()?;
-            }
-            let _ = done.send(());
-            Ok(())
-        })
+                if unpaid {
+                    let cancelled = Event::from_typed(&OrderCancelled {
+                        order_id: d.order_id,
+                        reason: "not paid in time".into(),
+                    })
+                    .permanent()?;
+                    events.publish_to(&to, &cancelled).await.transient()?;
+                }
+                let _ = done.send(());
+                Ok(())
+            },
+        )
         .start()
         .await?;
 
@@ -164,6 +175,10 @@ pub async fn run(url: &str, deadline: Duration) -> Result<Report, BoxError> {
             .map_err(|_| "a payment deadline never came")?;
     }
     consumer.shutdown(Duration::from_secs(10)).await;
+    let told = read_notifications(&ls, &notifications, expected_cancelled.len()).await?;
+    if told != expected_cancelled {
+        return Err(format!("customers told of {told:?}, expected {expected_cancelled:?}").into());
+    }
     let report = {
         let o = orders.lock().unwrap_or_else(|e| e.into_inner());
         if !o.early.is_empty() {
@@ -185,6 +200,29 @@ pub async fn run(url: &str, deadline: Duration) -> Result<Report, BoxError> {
     ls.publisher.close().await?;
     ls.subscriber.close().await?;
     Ok(report)
+}
+
+/// The `OrderCancelled` events the notifications subscription got, as sorted order ids.
+async fn read_notifications(
+    ls: &longshore::Longshore,
+    notifications: &Subscription,
+    count: usize,
+) -> Result<Vec<String>, BoxError> {
+    use futures::StreamExt;
+    let mut stream = ls.subscriber.subscribe(notifications).await?;
+    let mut told = Vec::with_capacity(count);
+    while told.len() < count {
+        let delivery = tokio::time::timeout(Duration::from_secs(30), stream.next())
+            .await
+            .map_err(|_| "a cancellation was never published")?
+            .ok_or("the notifications stream ended")??;
+        let event = JsonCodec.decode(&delivery.message)?;
+        let cancelled: OrderCancelled = event.to_typed()?;
+        told.push(cancelled.order_id);
+        delivery.ack().await?;
+    }
+    told.sort();
+    Ok(told)
 }
 
 fn sorted(m: &HashMap<String, ScheduleId>) -> Vec<(&String, &ScheduleId)> {

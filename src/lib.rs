@@ -58,10 +58,10 @@ pub use longshore_core::{
     HEADER_DLQ_SUBSCRIPTION, HEADER_DLQ_TOPIC, HEADER_DLQ_TRUNCATED, MAX_HEADERS, MAX_HEADER_VALUE,
 };
 // Time in messages: scheduled publish, expiry, retries the broker waits out.
+pub use longshore_core::{cloudevents, memory, observe, topic, url};
 pub use longshore_core::{
     ExpiredPolicy, ScheduleId, DEFAULT_DURABLE_AFTER, HEADER_DELIVER_AT, HEADER_EXPIRES_AT,
 };
-pub use longshore_core::{cloudevents, memory, observe, topic, url};
 // The outbox relay's handle and health, and consumer probes (for `Longshore::health`).
 pub use longshore_core::{
     ConsumerProbe, FailedOutboxMessage, RelayHandle, RelayHealth, RelayProbe, TopicMapper,

@@ -37,13 +37,28 @@ fn mib(bytes: usize) -> String {
     }
 }
 
+/// How a scheduled message waits: held by the backend, or delivered and given back by the
+/// consumer runtime with a delayed nack that the broker holds (or, without native delay, the
+/// consumer process).
+fn scheduling(c: &Capabilities) -> &'static str {
+    if c.native_schedule {
+        "native"
+    } else if c.native_delay {
+        "emulated (delayed nack, broker-held)"
+    } else {
+        "emulated (delayed nack, consumer-held)"
+    }
+}
+
 fn row(c: &Capabilities) -> String {
     format!(
-        "| {} | {} | {} | {} | {} | {} | {} |",
+        "| {} | {} | {} | {} | {} | {} | {} | {} | {} |",
         c.backend,
         mib(c.max_payload),
         yes(c.ordered_by_key),
         yes(c.native_delay),
+        scheduling(c),
+        yes(c.cancel_schedule),
         yes(c.delivery_count),
         yes(c.dedup_window),
         yes(c.replay),
@@ -69,7 +84,7 @@ async fn readme_capability_table_matches_the_adapters() {
         ls.publisher.close().await.expect("close");
     }
     let table = format!(
-        "{BEGIN}\n| backend | max payload | ordered by key | native delay | delivery count | broker dedup | replay |\n| --- | --- | --- | --- | --- | --- | --- |\n{}\n{END}",
+        "{BEGIN}\n| backend | max payload | ordered by key | native delay | scheduled publish | cancel schedule | delivery count | broker dedup | replay |\n| --- | --- | --- | --- | --- | --- | --- | --- | --- |\n{}\n{END}",
         rows.join("\n")
     );
     common::check_readme_section(BEGIN, END, &table, "capability table");

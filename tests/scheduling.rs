@@ -47,7 +47,10 @@ async fn child_schedules_and_waits() {
     };
     let ls = longshore::connect(&url).await.expect("child connects");
     let due = Utc::now() + chrono::Duration::from_std(AHEAD).expect("delay");
-    let event = Event::new("reminder", serde_json::json!({"note": "from a killed process"}));
+    let event = Event::new(
+        "reminder",
+        serde_json::json!({"note": "from a killed process"}),
+    );
     EventPublisher::new(ls.publisher.clone())
         .publish_at(&topic, &event, due)
         .await
@@ -115,10 +118,7 @@ async fn scheduled_by_a_killed_process(url: &str) {
     assert_eq!(id, scheduled_id);
     assert!(at >= due, "delivered at {at}, before its time {due}");
     let again = tokio::time::timeout(Duration::from_millis(500), rx.recv()).await;
-    assert!(
-        !matches!(again, Ok(Some(_))),
-        "delivered twice: {again:?}"
-    );
+    assert!(!matches!(again, Ok(Some(_))), "delivered twice: {again:?}");
     consumer.shutdown(Duration::from_secs(10)).await;
     let _ = ls.subscriber.close().await;
     let _ = ls.publisher.close().await;

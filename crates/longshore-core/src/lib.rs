@@ -76,12 +76,12 @@ pub use publisher::Publisher;
 pub use relay::{OutboxRelay, RelayError, RelayHandle, RelayProbe, RelayReport, TopicMapper};
 pub use relay_health::RelayHealth;
 pub use retry::{RetryPolicy, DEFAULT_DURABLE_AFTER};
-pub use schedule::{ScheduleId, HEADER_DELIVER_AT, HEADER_EXPIRES_AT};
 pub use runtime::{
-    BreakerState, CircuitBreaker, Consumer, ExpiredPolicy, ConsumerHandle, ConsumerHealth, ConsumerProbe,
-    ConsumerStats, HandlerContext, HandlerError, HandlerFuture, HandlerResultExt,
+    BreakerState, CircuitBreaker, Consumer, ConsumerHandle, ConsumerHealth, ConsumerProbe,
+    ConsumerStats, ExpiredPolicy, HandlerContext, HandlerError, HandlerFuture, HandlerResultExt,
     UnknownEventPolicy, WithState, DEFAULT_LAG_INTERVAL,
 };
+pub use schedule::{ScheduleId, HEADER_DELIVER_AT, HEADER_EXPIRES_AT};
 pub use store::{
     AppendResult, EventStore, ExpectedVersion, RecordedEvent, RecordedStream, StoreError,
 };

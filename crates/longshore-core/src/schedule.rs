@@ -138,7 +138,9 @@ mod tests {
             Some((now + chrono::Duration::seconds(2)).timestamp_millis())
         );
         match timing(&m, now) {
-            Timing::Early(d) => assert!(d > Duration::from_millis(1_900) && d <= Duration::from_secs(2)),
+            Timing::Early(d) => {
+                assert!(d > Duration::from_millis(1_900) && d <= Duration::from_secs(2))
+            }
             other => panic!("{other:?}"),
         }
         assert_eq!(timing(&m, now + chrono::Duration::seconds(3)), Timing::Due);
@@ -154,12 +156,24 @@ mod tests {
 
     #[test]
     fn garbage_times_are_invalid_not_panics() {
-        for bad in ["", "tomorrow", "2026-13-45T99:00:00Z", "1733500000000", "\u{0}"] {
+        for bad in [
+            "",
+            "tomorrow",
+            "2026-13-45T99:00:00Z",
+            "1733500000000",
+            "\u{0}",
+        ] {
             let m = Message::new("x").with_header(HEADER_DELIVER_AT, bad);
-            assert!(matches!(timing(&m, Utc::now()), Timing::Invalid(_)), "{bad:?}");
+            assert!(
+                matches!(timing(&m, Utc::now()), Timing::Invalid(_)),
+                "{bad:?}"
+            );
             assert!(m.scheduled_for().is_err());
             let m = Message::new("x").with_header(HEADER_EXPIRES_AT, bad);
-            assert!(matches!(timing(&m, Utc::now()), Timing::Invalid(_)), "{bad:?}");
+            assert!(
+                matches!(timing(&m, Utc::now()), Timing::Invalid(_)),
+                "{bad:?}"
+            );
         }
     }
 

@@ -94,7 +94,10 @@ pub async fn scheduled_message_survives_its_publisher(f: &Fixture) {
         .publish_at(&topic, &order("orphan"), when)
         .await
         .expect("publish_at");
-    other.close().await.expect("close the publishing connection");
+    other
+        .close()
+        .await
+        .expect("close the publishing connection");
     drop(other);
     let (tx, mut rx) = mpsc::unbounded_channel();
     let consumer = Consumer::new(s.subscriber.clone(), sub)

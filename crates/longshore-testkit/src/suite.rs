@@ -350,6 +350,8 @@ mod tests {
     fn required_capabilities_are_fields() {
         let known = [
             "native_delay",
+            "native_schedule",
+            "cancel_schedule",
             "replay",
             "ordered_by_key",
             "dedup_window",

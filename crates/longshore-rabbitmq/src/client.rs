@@ -32,6 +32,8 @@ pub(crate) struct Client {
     pub(crate) health_probe: AtomicBool,
     /// The connection generation on which the delay levels were last declared (0: never).
     delay_levels: AtomicU64,
+    /// Held while the delay levels are being declared, so a burst declares them once.
+    delay_declaring: tokio::sync::Mutex<()>,
 }
 
 impl Client {
@@ -46,6 +48,7 @@ impl Client {
             opened: AtomicU64::new(0),
             health_probe: AtomicBool::new(false),
             delay_levels: AtomicU64::new(0),
+            delay_declaring: tokio::sync::Mutex::new(()),
         });
         client.connection().await?;
         Ok(client)
@@ -69,6 +72,11 @@ impl Client {
     /// Whether the delay levels were declared on the current connection.
     pub(crate) fn delay_levels_declared(&self) -> bool {
         self.delay_levels.load(Ordering::Acquire) == self.generation()
+    }
+
+    /// Serialises declarations of the delay levels (see `delay::ensure_levels`).
+    pub(crate) fn delay_levels_lock(&self) -> &tokio::sync::Mutex<()> {
+        &self.delay_declaring
     }
 
     /// Records that the delay levels were declared on connection `generation`.
@@ -230,7 +238,9 @@ pub(crate) async fn declare_exchanges(channel: &Channel, exchange: &str) -> Resu
 }
 
 /// The RabbitMQ capabilities: native delay (a delayed nack waits in the broker's delay levels,
-/// see `delay`), no replay, order kept for one consumer, no dedup window. A delivery count only on quorum queues: they
+/// see `delay`) and native schedule (a message scheduled ahead is published into those levels
+/// and reaches the subscriptions' queues only when due, see `schedule`), no cancel (a message
+/// in a queue cannot be withdrawn by id), no replay, order kept for one consumer, no dedup window. A delivery count only on quorum queues: they
 /// report `x-delivery-count`, while classic queues only flag a redelivery, so there
 /// `Delivery::attempt` is 1 for a first delivery and 2 for any redelivery.
 pub(crate) fn capabilities(config: &RabbitConfig) -> Capabilities {
@@ -238,5 +248,6 @@ pub(crate) fn capabilities(config: &RabbitConfig) -> Capabilities {
     caps.ordered_by_key = true;
     caps.delivery_count = config.queue_type == QueueType::Quorum;
     caps.native_delay = true;
+    caps.native_schedule = true;
     caps
 }

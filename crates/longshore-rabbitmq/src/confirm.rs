@@ -35,15 +35,38 @@ impl Route<'_> {
     }
 }
 
+/// A route of its own for one message of a batch, instead of the batch's: a scheduled message
+/// goes into the delay levels. Always `mandatory` (a level always routes it to a level queue).
+pub(crate) struct Detour {
+    pub(crate) exchange: String,
+    pub(crate) routing_key: String,
+}
+
+impl Detour {
+    pub(crate) fn route(&self) -> Route<'_> {
+        Route {
+            exchange: &self.exchange,
+            routing_key: &self.routing_key,
+            mandatory: true,
+        }
+    }
+}
+
 /// One message of a batch on its way: its index in the batch, the message (returned to the
-/// caller if it fails) and its AMQP properties.
+/// caller if it fails), its AMQP properties and, for a scheduled one, its own route.
 pub(crate) struct Outgoing {
     pub(crate) index: usize,
     pub(crate) message: Message,
     pub(crate) properties: BasicProperties,
+    pub(crate) detour: Option<Detour>,
 }
 
 impl Outgoing {
+    /// Where this message goes: its detour, or the batch's route.
+    fn route<'s>(&'s self, batch: Route<'s>) -> Route<'s> {
+        self.detour.as_ref().map_or(batch, Detour::route)
+    }
+
     fn failed(self, error: Error) -> FailedMessage {
         FailedMessage {
             index: self.index,
@@ -298,11 +321,12 @@ impl ConfirmChannel {
                     settle(done, &mut retry);
                 }
             }
+            let to = item.route(route);
             let published = channel
                 .basic_publish(
-                    route.exchange.into(),
-                    route.routing_key.into(),
-                    route.options(),
+                    to.exchange.into(),
+                    to.routing_key.into(),
+                    to.options(),
                     &item.message.payload,
                     item.properties.clone(),
                 )
@@ -311,7 +335,8 @@ impl ConfirmChannel {
                 Ok(confirm) => {
                     let deadline = Instant::now() + timeout;
                     in_flight.push(async move {
-                        let outcome = await_confirm(route, confirm, deadline, timeout).await;
+                        let outcome =
+                            await_confirm(item.route(route), confirm, deadline, timeout).await;
                         (item, outcome)
                     });
                 }

@@ -145,17 +145,111 @@ fn level_arguments(exchange: &str, queue_type: QueueType, k: u32) -> FieldTable 
     args
 }
 
-/// Declares the delivery exchange (durable, topic). Idempotent.
+/// The word after the delay's bits that marks a scheduled publish's routing key: what follows
+/// it is a topic, not a queue name. Queue names are `[A-Za-z0-9_.-]`, so no queue's binding on
+/// the delivery exchange can match it, nor a scheduled binding a nacked copy's key.
+pub(crate) const TOPIC_MARKER: &str = "@t";
+
+/// The exchange scheduled publishes reach once due: the delivery exchange passes it every key
+/// carrying [`TOPIC_MARKER`], and each subscription binds it once per pattern. Its alternate
+/// exchange is [`unrouted_name`], so a due message no subscription matches is kept there.
+pub(crate) fn scheduled_exchange(exchange: &str) -> String {
+    format!("{exchange}.delay.scheduled")
+}
+
+/// The fanout exchange and the durable queue that keep scheduled messages which came due for
+/// a topic no subscription matched (instead of RabbitMQ dropping them silently).
+pub(crate) fn unrouted_name(exchange: &str) -> String {
+    format!("{exchange}.delay.unrouted")
+}
+
+/// The routing key of a message scheduled `units` ahead for `topic`: the bits, the marker,
+/// the topic's words. `None` when it would exceed AMQP's 255 bytes (topics over 196 bytes).
+pub(crate) fn scheduled_key(units: u64, topic: &str) -> Option<String> {
+    let key = routing_key(units, &format!("{TOPIC_MARKER}.{topic}"));
+    (key.len() <= 255).then_some(key)
+}
+
+/// The binding of a subscription's `pattern` on [`scheduled_exchange`]: [`LEVELS`] `*` words,
+/// the marker, the pattern, whose `*` and `#` keep their meaning (a trailing `#` matches zero
+/// words, so `orders.#` matches `orders`, as on the topic exchange). `None` when it would
+/// exceed 255 bytes (patterns over 196 bytes).
+pub(crate) fn scheduled_binding(pattern: &str) -> Option<String> {
+    let key = delivery_binding(&format!("{TOPIC_MARKER}.{pattern}"));
+    (key.len() <= 255).then_some(key)
+}
+
+/// Declares the delivery exchange (durable, topic) and, behind it, the scheduled exchange
+/// with its alternate exchange and queue for unrouted messages. Idempotent.
 pub(crate) async fn declare_deliver(channel: &Channel, exchange: &str) -> Result<(), Error> {
+    let failed = |what: &'static str| move |e| map_lapin(what, e);
+    let deliver = deliver_exchange(exchange);
+    let scheduled = scheduled_exchange(exchange);
+    let unrouted = unrouted_name(exchange);
     channel
         .exchange_declare(
-            deliver_exchange(exchange).into(),
+            deliver.as_str().into(),
             ExchangeKind::Topic,
             durable_exchange(),
             FieldTable::default(),
         )
         .await
-        .map_err(|e| map_lapin("declare delay exchange", e))
+        .map_err(failed("declare delay exchange"))?;
+    channel
+        .exchange_declare(
+            unrouted.as_str().into(),
+            ExchangeKind::Fanout,
+            durable_exchange(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(failed("declare unrouted exchange"))?;
+    // Classic for either queue type: a holding pen for operators, one name per vhost.
+    let durable = QueueDeclareOptions {
+        durable: true,
+        ..QueueDeclareOptions::default()
+    };
+    channel
+        .queue_declare(unrouted.as_str().into(), durable, FieldTable::default())
+        .await
+        .map_err(failed("declare unrouted queue"))?;
+    channel
+        .queue_bind(
+            unrouted.as_str().into(),
+            unrouted.as_str().into(),
+            "".into(),
+            QueueBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(failed("bind unrouted queue"))?;
+    let mut args = FieldTable::default();
+    args.insert(
+        ShortString::from("alternate-exchange"),
+        AMQPValue::LongString(LongString::from(unrouted.as_bytes())),
+    );
+    channel
+        .exchange_declare(
+            scheduled.as_str().into(),
+            ExchangeKind::Topic,
+            durable_exchange(),
+            args,
+        )
+        .await
+        .map_err(failed("declare scheduled exchange"))?;
+    let mut marked = "*.".repeat(LEVELS as usize);
+    marked.push_str(TOPIC_MARKER);
+    marked.push_str(".#");
+    channel
+        .exchange_bind(
+            scheduled.as_str().into(),
+            deliver.as_str().into(),
+            marked.into(),
+            ExchangeBindOptions::default(),
+            FieldTable::default(),
+        )
+        .await
+        .map_err(failed("bind scheduled exchange"))
 }
 
 /// Binds a subscription's queue to the delivery exchange (declared first), so that its
@@ -176,6 +270,42 @@ pub(crate) async fn bind_queue(
         )
         .await
         .map_err(|e| map_lapin("bind queue to the delay exchange", e))
+}
+
+/// Binds a subscription's queue to the scheduled exchange once per pattern, so that scheduled
+/// publishes of every topic it matches reach it when due. A pattern too long for the marked
+/// binding (over 196 bytes) is left out, with a warning: the topics it matches that are short
+/// enough to be scheduled on the broker are rare enough not to be worth a longer key scheme.
+/// Idempotent; the delivery exchange must be declared (see [`bind_queue`]).
+pub(crate) async fn bind_patterns(
+    channel: &Channel,
+    exchange: &str,
+    queue: &str,
+    patterns: &[String],
+) -> Result<(), Error> {
+    let scheduled = scheduled_exchange(exchange);
+    for pattern in patterns {
+        let Some(binding) = scheduled_binding(pattern) else {
+            tracing::warn!(
+                queue,
+                pattern = %pattern,
+                "pattern too long to bind for scheduled publishes; scheduled messages only \
+                 it matches are kept in the unrouted queue"
+            );
+            continue;
+        };
+        channel
+            .queue_bind(
+                queue.into(),
+                scheduled.as_str().into(),
+                binding.into(),
+                QueueBindOptions::default(),
+                FieldTable::default(),
+            )
+            .await
+            .map_err(|e| map_lapin("bind queue to the scheduled exchange", e))?;
+    }
+    Ok(())
 }
 
 /// Declares the delivery exchange and every level: exchange, queue and both bindings, from
@@ -246,7 +376,12 @@ async fn declare_levels(
 
 /// Declares the levels once per connection: again after the client re-opened its connection
 /// (a broker that lost them, or a vhost that was reset, gets them back), never twice on one.
+/// Concurrent first callers (a burst of scheduled publishes) wait for one declaration.
 pub(crate) async fn ensure_levels(client: &Client, deadline: Instant) -> Result<(), Error> {
+    if client.delay_levels_declared() {
+        return Ok(());
+    }
+    let _declaring = client.delay_levels_lock().lock().await;
     if client.delay_levels_declared() {
         return Ok(());
     }

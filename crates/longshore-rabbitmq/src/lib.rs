@@ -53,7 +53,8 @@
 
 // Laid out on the adapter template: config, client (the shared connection), broker (the
 // handle), publisher, subscriber, acker, mapping, health, error; `confirm` is the confirm
-// channel publishers, dead letters and delayed nacks share; `delay` the delay levels.
+// channel publishers, dead letters and delayed nacks share; `delay` the delay levels;
+// `schedule` what sends a scheduled publish into them.
 mod acker;
 mod broker;
 mod client;
@@ -64,6 +65,7 @@ mod error;
 mod health;
 mod mapping;
 mod publisher;
+mod schedule;
 mod subscriber;
 
 pub use broker::RabbitBroker;

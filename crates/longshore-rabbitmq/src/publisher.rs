@@ -1,4 +1,5 @@
-//! The publisher port: every publish goes to the topic exchange and waits for its confirm.
+//! The publisher port: every publish goes to the topic exchange and waits for its confirm; a
+//! message scheduled at least 100 ms ahead goes into the delay levels instead (see `schedule`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -12,10 +13,10 @@ use tracing::Instrument;
 
 use crate::client::{capabilities, Client};
 use crate::config::Unroutable;
-use crate::confirm::{ConfirmChannel, Outgoing, Route};
-use crate::health;
+use crate::confirm::{ConfirmChannel, Detour, Outgoing, Route};
 use crate::mapping::properties;
 use crate::BACKEND;
+use crate::{delay, health, schedule};
 
 /// Publishes to the topic exchange with publisher confirms. Made by
 /// [`RabbitBroker`](crate::RabbitBroker)'s `publisher()`; has its own channel on the broker's
@@ -42,9 +43,28 @@ impl RabbitPublisher {
         }
     }
 
-    fn check(&self, message: &Message) -> Result<BasicProperties, Error> {
-        message.check_limits(self.channel.client().config.max_payload)?;
-        properties(message)
+    /// The message's properties and, if it is scheduled far enough ahead, the route into the
+    /// delay levels it takes (with its topic in the properties).
+    fn check(
+        &self,
+        topic: &str,
+        message: &Message,
+    ) -> Result<(BasicProperties, Option<Detour>), Error> {
+        let config = &self.channel.client().config;
+        message.check_limits(config.max_payload)?;
+        let props = properties(message)?;
+        let now = chrono::Utc::now();
+        match schedule::detour(&config.exchange, config.queue_type, topic, message, now) {
+            Some(detour) => Ok((schedule::with_topic(props, topic), Some(detour))),
+            None => Ok((props, None)),
+        }
+    }
+
+    /// Declares the delay levels (once per connection) before a scheduled message goes in.
+    async fn ensure_levels(&self) -> Result<(), Error> {
+        let client = self.channel.client();
+        let deadline = tokio::time::Instant::now() + client.config.publish_timeout;
+        delay::ensure_levels(client, deadline).await
     }
 
     fn check_open(&self) -> Result<(), Error> {
@@ -69,10 +89,17 @@ impl Publisher for RabbitPublisher {
     async fn publish(&self, topic: &str, message: Message) -> Result<(), Error> {
         self.check_open()?;
         validate_topic(topic)?;
-        let props = self.check(&message)?;
-        let span = tracing::debug_span!("rabbitmq.publish", backend = BACKEND, topic, message_id = %message.id);
+        let (props, detour) = self.check(topic, &message)?;
+        let span = tracing::debug_span!("rabbitmq.publish", backend = BACKEND, topic, message_id = %message.id, scheduled = detour.is_some());
+        let route = match &detour {
+            Some(detour) => {
+                self.ensure_levels().instrument(span.clone()).await?;
+                detour.route()
+            }
+            None => self.route(topic),
+        };
         self.channel
-            .publish_confirmed(self.route(topic), &message.payload, &props)
+            .publish_confirmed(route, &message.payload, &props)
             .instrument(span)
             .await
     }
@@ -88,17 +115,31 @@ impl Publisher for RabbitPublisher {
         let mut failed = Vec::new();
         let mut items = Vec::with_capacity(total);
         for (index, message) in messages.into_iter().enumerate() {
-            match self.check(&message) {
-                Ok(properties) => items.push(Outgoing {
+            match self.check(topic, &message) {
+                Ok((properties, detour)) => items.push(Outgoing {
                     index,
                     message,
                     properties,
+                    detour,
                 }),
                 Err(error) => failed.push(FailedMessage {
                     index,
                     message,
                     error,
                 }),
+            }
+        }
+        if items.iter().any(|item| item.detour.is_some()) {
+            if let Err(e) = self.ensure_levels().await {
+                // Without the levels the scheduled messages cannot go; the others still can.
+                let (scheduled, immediate): (Vec<_>, Vec<_>) =
+                    items.into_iter().partition(|i| i.detour.is_some());
+                failed.extend(scheduled.into_iter().map(|item| FailedMessage {
+                    index: item.index,
+                    message: item.message,
+                    error: e.copy(),
+                }));
+                items = immediate;
             }
         }
         if !items.is_empty() {

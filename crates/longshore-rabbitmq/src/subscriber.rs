@@ -92,8 +92,9 @@ impl Topology {
             .map_err(|e| map_lapin("bind dead-letter queue", e))
     }
 
-    /// Declares exchanges, the dead-letter queue, the queue and its bindings, the binding on
-    /// the delay levels' delivery exchange included (idempotent).
+    /// Declares exchanges, the dead-letter queue, the queue and its bindings, those on the
+    /// delay levels' delivery exchange (delayed nacks) and scheduled exchange (scheduled
+    /// publishes, one per pattern) included (idempotent).
     async fn declare(&self, channel: &Channel, exchange: &str) -> Result<(), Error> {
         declare_exchanges(channel, exchange).await?;
         if self.dead_letter_queue {
@@ -121,7 +122,9 @@ impl Topology {
                 .map_err(|e| map_lapin("bind queue", e))?;
         }
         // Its delayed nacks come back through the delay levels to this queue only.
-        delay::bind_queue(channel, exchange, &self.queue).await
+        delay::bind_queue(channel, exchange, &self.queue).await?;
+        // Scheduled publishes of the topics it matches reach it when due.
+        delay::bind_patterns(channel, exchange, &self.queue, &self.patterns).await
     }
 }
 

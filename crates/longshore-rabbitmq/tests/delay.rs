@@ -1,12 +1,15 @@
 //! Delayed nacks on RabbitMQ wait in the broker's delay levels, not in the process: the
 //! prefetch slot is free at once, the delay survives the consumer's connection, and the
-//! message comes back to the subscription that nacked it only.
+//! message comes back to the subscription that nacked it only. Scheduled publishes go through
+//! the same levels: they reach every matching subscription when due and never earlier, and one
+//! nobody subscribed to is kept in `<exchange>.delay.unrouted`.
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use longshore_core::{Broker, Message, Subscription};
+use chrono::Utc;
+use longshore_core::{Broker, Message, Subscription, HEADER_DELIVER_AT};
 use longshore_rabbitmq::RabbitBroker;
 use longshore_testkit::{expect_quiet, recv, Names};
 
@@ -143,4 +146,130 @@ async fn only_the_nacking_subscription_gets_it_back() {
     expect_quiet(&mut acks, "a delayed copy reached another subscription").await;
     expect_quiet(&mut nacks, "a delayed message came back twice").await;
     broker.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn a_scheduled_publish_reaches_every_matching_subscription_when_due() {
+    let Some(broker) = broker().await else {
+        return;
+    };
+    assert!(broker.capabilities().native_schedule);
+    let n = Names::new();
+    let topic = n.topic("sched.created");
+    let subscriber = broker.subscriber();
+    let exact = Subscription::new(n.sub("exact"), [topic.clone()]);
+    let wildcard = Subscription::new(n.sub("wildcard"), [format!("{}.#", n.prefix())]);
+    let elsewhere = Subscription::new(n.sub("elsewhere"), [n.topic("other")]);
+    let mut streams = Vec::new();
+    for sub in [&exact, &wildcard] {
+        streams.push(subscriber.subscribe(sub).await.expect("subscribe"));
+    }
+    let mut others = subscriber.subscribe(&elsewhere).await.expect("subscribe");
+    let publisher = broker.publisher();
+    let when = Utc::now() + chrono::Duration::milliseconds(1_500);
+    let single = Message::new(&b"{\"at\":1}"[..])
+        .with_key("order-7")
+        .with_header("tenant", "acme");
+    publisher
+        .publish_at(&topic, single.clone(), when)
+        .await
+        .expect("publish_at");
+    // The batch path: one scheduled message beside an immediate one.
+    let batched = Message::new("batched").deliver_at(when);
+    let now = Message::new("now");
+    publisher
+        .publish_batch(&topic, vec![batched.clone(), now.clone()])
+        .await
+        .expect("publish_batch");
+
+    for stream in &mut streams {
+        // Published last, delivered first: nothing scheduled was handed out before it.
+        let first = recv(stream).await;
+        assert_eq!(first.message.id, now.id, "a scheduled message came early");
+        first.ack().await.expect("ack");
+        let mut due = Vec::new();
+        for _ in 0..2 {
+            let d = recv(stream).await;
+            let seen = Utc::now();
+            assert!(seen >= when, "delivered at {seen}, before its time {when}");
+            assert_eq!(d.topic, topic);
+            assert_eq!(d.attempt, 1);
+            due.push(d.message.clone());
+            d.ack().await.expect("ack");
+        }
+        due.sort_by_key(|m| m.id != single.id);
+        let sent = single.clone().deliver_at(when);
+        assert_eq!(
+            due[0], sent,
+            "id, key, headers (x-deliver-at kept), payload"
+        );
+        assert_eq!(due[1].id, batched.id);
+        assert!(due[1].headers.contains_key(HEADER_DELIVER_AT));
+    }
+    for stream in &mut streams {
+        expect_quiet(stream, "a scheduled message delivered twice").await;
+    }
+    expect_quiet(
+        &mut others,
+        "a scheduled message reached a subscription it does not match",
+    )
+    .await;
+    broker.close().await.expect("close");
+}
+
+#[tokio::test]
+async fn a_scheduled_message_nobody_subscribed_to_is_kept_when_due() {
+    use lapin::options::{BasicAckOptions, BasicGetOptions, BasicNackOptions};
+    let Some(broker) = broker().await else {
+        return;
+    };
+    let n = Names::new();
+    let sent = Message::new("orphan");
+    let when = Utc::now() + chrono::Duration::milliseconds(300);
+    // Routable at publish (the delay levels take it) although no subscription matches.
+    broker
+        .publisher()
+        .publish_at(&n.topic("nobody"), sent.clone(), when)
+        .await
+        .expect("publish_at");
+    broker.close().await.expect("close");
+
+    let url = common::amqp_url();
+    let conn = lapin::Connection::connect(&url, lapin::ConnectionProperties::default())
+        .await
+        .expect("connect");
+    let channel = conn.create_channel().await.expect("channel");
+    let queue = format!("{}.delay.unrouted", longshore_rabbitmq::DEFAULT_EXCHANGE);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let found = loop {
+        assert!(Instant::now() < deadline, "not kept in {queue}");
+        let got = channel
+            .basic_get(queue.as_str().into(), BasicGetOptions::default())
+            .await
+            .expect("basic.get");
+        let Some(message) = got else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let id = message
+            .properties
+            .message_id()
+            .as_ref()
+            .map(|i| i.to_string());
+        if id.as_deref() == Some(sent.id.as_str()) {
+            message.ack(BasicAckOptions::default()).await.expect("ack");
+            break message;
+        }
+        // Another run's: leave it for whoever looks.
+        message
+            .nack(BasicNackOptions {
+                requeue: true,
+                ..BasicNackOptions::default()
+            })
+            .await
+            .expect("nack");
+    };
+    assert!(Utc::now() >= when);
+    assert_eq!(&found.data[..], b"orphan");
+    let _ = conn.close(200, "OK".into()).await;
 }

@@ -26,6 +26,12 @@
 //!   nacking subscription's queue only; the delivery is acked once the copy is confirmed, so it
 //!   frees its prefetch slot. 100 ms steps (rounded up), at most [`MAX_DELAY`] (about 310
 //!   days; longer is clamped); topic and attempt count survive the trip (see README).
+//! - **Scheduled publish** is native (`native_schedule`): a message whose `x-deliver-at` is at
+//!   least 100 ms ahead goes into the same levels (delay rounded up, never early), keyed by
+//!   its topic, and fans out when due through `<exchange>.delay.scheduled`, where every
+//!   subscription is bound once per pattern; `Ok` once the level's queue confirmed it. One no
+//!   subscription matches when due is kept in the queue `<exchange>.delay.unrouted`. No
+//!   cancel: a message in a queue cannot be withdrawn by id (see README).
 //! - **Recovery**: one connection per broker handle, re-opened with backoff when it drops;
 //!   publishers retry unconfirmed messages on a new channel until `publish_timeout`, consumers
 //!   re-declare their topology and re-subscribe.

@@ -18,8 +18,7 @@ use super::stopped;
 use crate::codec::Codec;
 use crate::event::Event;
 use crate::observe::{attach, TraceContext};
-use crate::schedule::{timing, Timing};
-use chrono::Utc;
+use crate::schedule::{timing_now, Timing};
 
 /// What to do with a message whose `event_type` has no handler.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -97,7 +96,7 @@ impl Worker {
             attach(&span, parent);
         }
         async move {
-            match timing(&job.delivery.message, Utc::now()) {
+            match timing_now(&job.delivery.message) {
                 Timing::Due => {}
                 Timing::Early(left) => return settler.defer(job, left).await,
                 Timing::Expired => return settler.expired(job, self.expired).await,

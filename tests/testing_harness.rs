@@ -95,6 +95,47 @@ async fn nacks_and_redeliveries_are_retried_and_dead_letters_keep_their_reason()
     letter.ack().await.expect("ack");
 }
 
+/// A scheduled message the service cancels is not waited for; one it does not is, until due.
+#[cfg(feature = "sqlite")]
+#[tokio::test]
+async fn a_cancelled_schedule_is_not_waited_for() {
+    let dir = std::env::temp_dir().join("longshore-sqlite-tests");
+    std::fs::create_dir_all(&dir).expect("test directory");
+    let url = format!(
+        "sqlite://{}",
+        dir.join(format!("bus-{}.db", Uuid::new_v4().simple()))
+            .display()
+    );
+    let bus = TestBus::connect(&url).await.expect("sqlite");
+    let consumer = Consumer::new(
+        bus.subscriber(),
+        Subscription::new("ledger", ["events.deposited"]),
+    )
+    .on(|_: Deposited, _| async { Ok(()) })
+    .start()
+    .await
+    .expect("consumer");
+    let events = bus.events();
+    let later = Event::from_typed(&Deposited { cents: 1 }).expect("event");
+    let soon = Event::from_typed(&Deposited { cents: 2 }).expect("event");
+    let hour = events
+        .publish_after("events.deposited", &later, Duration::from_secs(3600))
+        .await
+        .expect("schedule");
+    events
+        .publish_after("events.deposited", &soon, Duration::from_millis(300))
+        .await
+        .expect("schedule");
+    assert!(events.cancel(&hour).await.expect("cancel"));
+    bus.run_until_idle(QUIET)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let cents: Vec<u64> = bus.handled::<Deposited>().iter().map(|d| d.cents).collect();
+    assert_eq!(cents, vec![2]);
+    consumer.shutdown(Duration::from_secs(5)).await;
+    bus.close().await.expect("close");
+}
+
 #[tokio::test]
 async fn buses_on_one_connection_do_not_see_each_others_messages() {
     let ls = longshore::connect("memory://").await.expect("memory");

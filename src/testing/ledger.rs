@@ -105,17 +105,17 @@ impl Ledger {
         if !confirmed {
             if let Some(p) = s.published.get(index) {
                 let id = p.message.id.clone();
-                let keys: Vec<_> = s
-                    .expected
-                    .keys()
-                    .filter(|(i, _)| *i == id)
-                    .cloned()
-                    .collect();
-                for key in keys {
-                    settle_one(&mut s, key);
-                }
+                settle_id(&mut s, &id);
             }
         }
+        drop(s);
+        self.touch();
+    }
+
+    /// A scheduled message `id` was cancelled: nothing waits for it any more.
+    pub(crate) fn cancelled(&self, id: &str) {
+        let mut s = self.state();
+        settle_id(&mut s, id);
         drop(s);
         self.touch();
     }
@@ -236,6 +236,19 @@ impl Ledger {
             }
         }
         out
+    }
+}
+
+/// One publish of message `id` is off every subscription's list (it failed, or was cancelled).
+fn settle_id(s: &mut State, id: &str) {
+    let keys: Vec<_> = s
+        .expected
+        .keys()
+        .filter(|(i, _)| i == id)
+        .cloned()
+        .collect();
+    for key in keys {
+        settle_one(s, key);
     }
 }
 

@@ -46,7 +46,12 @@ impl Publisher for TestPublisher {
     }
 
     async fn cancel(&self, id: &ScheduleId) -> Result<bool, Error> {
-        self.inner.cancel(id).await
+        let cancelled = self.inner.cancel(id).await;
+        if let Ok(true) = cancelled {
+            // Withdrawn: `run_until_idle` must not wait for its delivery.
+            self.ledger.cancelled(&id.0);
+        }
+        cancelled
     }
 
     async fn close(&self) -> Result<(), Error> {

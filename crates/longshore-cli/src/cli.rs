@@ -7,6 +7,7 @@ Examples:
   export LONGSHORE_URL=amqp://guest:guest@127.0.0.1:5672/%2f
   longshore publish orders.placed --type order_placed --key o-1 '{\"order_id\":\"o-1\"}'
   cat events.jsonl | longshore publish orders.placed --type order_placed -
+  longshore publish payments.deadline --type payment_deadline --after 15m '{\"order_id\":\"o-1\"}'
   longshore tail 'orders.#' --count 10 --format json
   longshore dlq list billing --reason timeout --since 2h
   longshore dlq show billing 01931f7e-…
@@ -100,6 +101,12 @@ pub struct PublishArgs {
     pub file: Option<std::path::PathBuf>,
     /// The event data as JSON; `-` reads JSON lines from stdin, one event each.
     pub data: Option<String>,
+    /// Deliver at this time (RFC 3339, e.g. 2026-12-24T18:00:00Z), not before.
+    #[arg(long, value_name = "TIME", conflicts_with = "after")]
+    pub at: Option<String>,
+    /// Deliver after this long: a number with a unit, `500ms`, `30s`, `15m`, `24h`.
+    #[arg(long, value_name = "DURATION")]
+    pub after: Option<String>,
 }
 
 /// How `tail` prints messages.

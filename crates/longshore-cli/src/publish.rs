@@ -1,6 +1,9 @@
 //! `longshore publish`: one event from an argument or a file, or one per JSON line of stdin;
 //! every event is confirmed by the backend before it is reported published.
 
+use std::time::Duration;
+
+use longshore::chrono::{DateTime, Utc};
 use longshore::{Event, EventPublisher, Longshore};
 use serde_json::{json, Value};
 use tokio::io::AsyncBufReadExt;
@@ -13,6 +16,7 @@ use crate::output::Output;
 /// Runs `publish`.
 pub async fn run(urls: &Urls, out: Output, args: PublishArgs) -> Result<(), CliError> {
     let headers = parse_headers(&args.headers)?;
+    let when = schedule(&args)?;
     let single = match (&args.file, args.data.as_deref()) {
         (Some(path), _) => {
             Some(
@@ -41,12 +45,12 @@ pub async fn run(urls: &Urls, out: Output, args: PublishArgs) -> Result<(), CliE
             .ok_or_else(|| CliError::Input("--type is required".into()))?;
         let ls = connect(urls).await?;
         let event = build(&event_type, data, args.key.clone(), &headers);
-        let result = publish(&ls, out, &args.topic, event).await;
+        let result = publish(&ls, out, &args.topic, event, when).await;
         close(&ls).await;
         return result;
     }
     let ls = connect(urls).await?;
-    let result = publish_lines(&ls, out, &args, &headers).await;
+    let result = publish_lines(&ls, out, &args, &headers, when).await;
     close(&ls).await;
     result
 }
@@ -57,6 +61,7 @@ async fn publish_lines(
     out: Output,
     args: &PublishArgs,
     headers: &[(String, String)],
+    when: Option<DateTime<Utc>>,
 ) -> Result<(), CliError> {
     let mut lines = tokio::io::BufReader::new(tokio::io::stdin()).lines();
     let (mut total, mut failed, mut number) = (0usize, 0usize, 0usize);
@@ -73,7 +78,7 @@ async fn publish_lines(
         total += 1;
         let event = parse_json(&line).and_then(|v| line_event(v, args, headers));
         let outcome = match event {
-            Ok(event) => publish(ls, out, &args.topic, event)
+            Ok(event) => publish(ls, out, &args.topic, event, when)
                 .await
                 .map_err(|e| e.to_string()),
             Err(e) => Err(e),
@@ -145,14 +150,87 @@ fn build(
     event
 }
 
-async fn publish(ls: &Longshore, out: Output, topic: &str, event: Event) -> Result<(), CliError> {
-    EventPublisher::new(ls.publisher.clone())
-        .publish_to(topic, &event)
-        .await?;
+async fn publish(
+    ls: &Longshore,
+    out: Output,
+    topic: &str,
+    event: Event,
+    when: Option<DateTime<Utc>>,
+) -> Result<(), CliError> {
+    let events = EventPublisher::new(ls.publisher.clone());
     let id = event.id.to_string();
-    out.line(
-        &json!({"published": id, "topic": topic, "event_type": event.event_type}),
-        || format!("published {id} ({}) to {topic}", event.event_type),
-    );
+    match when {
+        None => {
+            events.publish_to(topic, &event).await?;
+            out.line(
+                &json!({"published": id, "topic": topic, "event_type": event.event_type}),
+                || format!("published {id} ({}) to {topic}", event.event_type),
+            );
+        }
+        Some(when) => {
+            events.publish_at(topic, &event, when).await?;
+            let at = when.to_rfc3339();
+            out.line(
+                &json!({"published": id, "topic": topic, "event_type": event.event_type, "deliver_at": at}),
+                || format!("scheduled {id} ({}) to {topic} for {at}", event.event_type),
+            );
+        }
+    }
     Ok(())
+}
+
+/// When `--at` or `--after` asks the events to be delivered, checked before connecting.
+fn schedule(args: &PublishArgs) -> Result<Option<DateTime<Utc>>, CliError> {
+    if let Some(at) = &args.at {
+        return DateTime::parse_from_rfc3339(at)
+            .map(|t| Some(t.with_timezone(&Utc)))
+            .map_err(|_| CliError::Input(format!("--at {at:?}: expected an RFC 3339 time")));
+    }
+    let Some(after) = &args.after else {
+        return Ok(None);
+    };
+    let delay = parse_duration(after).ok_or_else(|| {
+        CliError::Input(format!(
+            "--after {after:?}: expected e.g. 500ms, 30s, 15m, 24h"
+        ))
+    })?;
+    let delay = longshore::chrono::Duration::from_std(delay)
+        .map_err(|_| CliError::Input(format!("--after {after:?}: too long")))?;
+    Utc::now()
+        .checked_add_signed(delay)
+        .map(Some)
+        .ok_or_else(|| CliError::Input(format!("--after {after:?}: too long")))
+}
+
+/// `500ms`, `30s`, `15m`, `24h` (a whole number and one unit).
+fn parse_duration(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit())?;
+    let (n, unit) = s.split_at(split);
+    let n: u64 = n.parse().ok()?;
+    let secs = |k: u64| n.checked_mul(k).map(Duration::from_secs);
+    match unit {
+        "ms" => Some(Duration::from_millis(n)),
+        "s" => secs(1),
+        "m" => secs(60),
+        "h" => secs(3600),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration;
+    use std::time::Duration;
+
+    #[test]
+    fn durations() {
+        assert_eq!(parse_duration("500ms"), Some(Duration::from_millis(500)));
+        assert_eq!(parse_duration("30s"), Some(Duration::from_secs(30)));
+        assert_eq!(parse_duration("15m"), Some(Duration::from_secs(900)));
+        assert_eq!(parse_duration("24h"), Some(Duration::from_secs(86_400)));
+        for bad in ["", "5", "s", "-5s", "5d", "1.5s", "99999999999999999999h"] {
+            assert_eq!(parse_duration(bad), None, "{bad}");
+        }
+    }
 }

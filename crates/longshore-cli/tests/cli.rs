@@ -318,6 +318,72 @@ async fn completions_and_help() {
     assert_eq!(out.status.code(), Some(2), "a command line clap refuses");
 }
 
+/// `publish --after`: the event is scheduled, reported with its time, and handled not before
+/// it; `--at` with a bad time and `--after` with a bad duration are refused before connecting.
+async fn scheduled_publish(backend: &str) {
+    let url = url(backend);
+    let Some(ls) = connect(backend, &url).await else {
+        return;
+    };
+    let rid = run_id();
+    let topic = format!("cli{rid}.reminders");
+    let sub = Subscription::new(format!("cli-sched-{rid}"), [topic.clone()]);
+    ls.subscriber
+        .ensure_subscription(&sub)
+        .await
+        .expect("ensure");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let consumer = Consumer::new(ls.subscriber.clone(), sub)
+        .on_event("reminder", move |ctx| {
+            let _ = tx.send((ctx.event.id.to_string(), Utc::now()));
+            async { Ok(()) }
+        })
+        .start()
+        .await
+        .expect("consumer");
+    let out = run(
+        &url,
+        &[
+            "--json",
+            "publish",
+            &topic,
+            "--type",
+            "reminder",
+            "--after",
+            "1s",
+            r#"{"n": 1}"#,
+        ],
+    )
+    .await;
+    assert!(out.status.success(), "{}", stderr(&out));
+    let line = &json_lines(&out)[0];
+    let id = line["published"].as_str().expect("id").to_string();
+    let at: DateTime<Utc> = line["deliver_at"]
+        .as_str()
+        .expect("deliver_at")
+        .parse()
+        .expect("a time");
+    let (handled, when) = tokio::time::timeout(WAIT, rx.recv())
+        .await
+        .expect("handled in time")
+        .expect("consumer running");
+    assert_eq!(handled, id);
+    assert!(when >= at, "handled at {when}, before {at}");
+    consumer.shutdown(Duration::from_secs(10)).await;
+    for bad in [["--at", "tomorrow"], ["--after", "5 days"]] {
+        let out = run(
+            &url,
+            &[
+                "publish", &topic, "--type", "reminder", bad[0], bad[1], "{}",
+            ],
+        )
+        .await;
+        assert_eq!(out.status.code(), Some(1), "{bad:?}");
+        assert!(stderr(&out).contains(bad[0]), "{}", stderr(&out));
+    }
+    ls.close().await.ok();
+}
+
 macro_rules! on_backend {
     ($backend:ident) => {
         mod $backend {
@@ -336,6 +402,10 @@ macro_rules! on_backend {
             #[tokio::test]
             async fn health_exit_codes() {
                 super::health_exit_codes(stringify!($backend)).await;
+            }
+            #[tokio::test]
+            async fn scheduled_publish() {
+                super::scheduled_publish(stringify!($backend)).await;
             }
             #[tokio::test]
             async fn bad_input_errors() {

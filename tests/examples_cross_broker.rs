@@ -27,30 +27,17 @@ fn run_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..10].to_string()
 }
 
-/// Whether the backend at `url` answers (else skipped, or a failure under CI).
-async fn reachable(url: &str) -> bool {
-    let backend = url.split("://").next().unwrap_or(url).to_string();
-    match longshore_testkit::require_broker(&backend, url, longshore::connect(url).await) {
-        Some(ls) => {
-            let _ = ls.publisher.close().await;
-            let _ = ls.subscriber.close().await;
-            true
-        }
-        None => false,
-    }
-}
-
 fn set(items: &[&str]) -> BTreeSet<String> {
     items.iter().map(|s| s.to_string()).collect()
 }
 
 /// The event-sourcing example on `config`; panics unless its own outcome check passed.
 async fn event_sourced(config: Config) -> Option<event_sourced_orders::Report> {
-    if !reachable(&config.url).await {
+    if !common::reachable(&config.url).await {
         return None;
     }
     if let Some(store) = &config.store_url {
-        if !reachable(store).await {
+        if !common::reachable(store).await {
             return None;
         }
     }
@@ -70,7 +57,7 @@ async fn event_sourced(config: Config) -> Option<event_sourced_orders::Report> {
 /// The DLQ example's demo on `url` with `options`; panics unless its outcome is the expected
 /// one.
 async fn dlq(url: &str, options: dlq_replay::Options) -> Option<dlq_replay::Report> {
-    if !reachable(url).await {
+    if !common::reachable(url).await {
         return None;
     }
     let options = dlq_replay::Options {
@@ -106,7 +93,7 @@ async fn dlq_keep_then_existing(url: &str) {
         keep: true,
         ..Default::default()
     };
-    if !reachable(url).await {
+    if !common::reachable(url).await {
         return;
     }
     let config = Config::new(url);

@@ -20,22 +20,10 @@ fn run_id() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..10].to_string()
 }
 
-/// Whether the backend at `url` answers (else skipped, or a failure under CI).
-async fn reachable(url: &str) -> bool {
-    let backend = url.split("://").next().unwrap_or(url).to_string();
-    match longshore_testkit::require_broker(&backend, url, longshore::connect(url).await) {
-        Some(ls) => {
-            let _ = ls.close().await;
-            true
-        }
-        None => false,
-    }
-}
-
 /// Runs the service on `config` and checks what it saw: two orders reserved, one short, the
 /// redelivered first order appended once, everything healthy.
 async fn inventory(config: Config) {
-    if !reachable(&config.url).await {
+    if !common::reachable(&config.url).await {
         return;
     }
     let shop = run_id();

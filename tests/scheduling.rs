@@ -24,19 +24,6 @@ const CHILD_TOPIC: &str = "LONGSHORE_SCHEDULING_CHILD_TOPIC";
 /// How far ahead the child schedules.
 const AHEAD: Duration = Duration::from_secs(2);
 
-/// Whether the backend at `url` answers (else skipped, or a failure under CI).
-async fn reachable(url: &str) -> bool {
-    let backend = url.split("://").next().unwrap_or(url).to_string();
-    match longshore_testkit::require_broker(&backend, url, longshore::connect(url).await) {
-        Some(ls) => {
-            let _ = ls.publisher.close().await;
-            let _ = ls.subscriber.close().await;
-            true
-        }
-        None => false,
-    }
-}
-
 /// Not a test of its own: the body of the child process (does nothing unless [`CHILD_URL`]
 /// is set, as it is only by [`scheduled_by_a_killed_process`]). Schedules one message, says
 /// so on stdout with the due time, and waits to be killed.
@@ -63,7 +50,7 @@ async fn child_schedules_and_waits() {
 /// A child process schedules a message on `url` and is killed right after `publish_at`
 /// returned; this process receives it once, after its due time.
 async fn scheduled_by_a_killed_process(url: &str) {
-    if !reachable(url).await {
+    if !common::reachable(url).await {
         return;
     }
     let ls = longshore::connect(url).await.expect("connect");
@@ -126,7 +113,7 @@ async fn scheduled_by_a_killed_process(url: &str) {
 
 /// The example on `url`: exactly the unpaid orders are cancelled, none before its deadline.
 async fn payment_timeout_on(url: &str) {
-    if !reachable(url).await {
+    if !common::reachable(url).await {
         return;
     }
     let report = payment_timeout::run(url, Duration::from_secs(1))

@@ -63,3 +63,16 @@ pub fn check_readme_section(begin: &str, end: &str, body: &str, what: &str) {
     }
     panic!("README.md {what} is stale; regenerate with LONGSHORE_UPDATE_README=1.\nexpected:\n{body}\nfound:\n{current}");
 }
+
+/// Whether the backend at `url` answers: `false` after printing why the test is skipped, and a
+/// failure under `CI=true` (`longshore_testkit::require_broker`).
+pub async fn reachable(url: &str) -> bool {
+    let backend = url.split("://").next().unwrap_or(url).to_string();
+    match longshore_testkit::require_broker(&backend, url, longshore::connect(url).await) {
+        Some(ls) => {
+            let _ = ls.close().await;
+            true
+        }
+        None => false,
+    }
+}

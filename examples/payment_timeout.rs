@@ -4,7 +4,7 @@
 //!    (`EventPublisher::publish_after`). `Ok` means the broker holds it: the process that
 //!    scheduled it may stop, the deadline still comes.
 //! 2. Half the orders are paid at once. Where the backend can withdraw a scheduled message
-//!    (`Capabilities::cancel_schedule`: Postgres, SQLite) the payment cancels the deadline;
+//!    (`Capabilities::cancel_schedule`: Postgres, SQLite, memory) the payment cancels the deadline;
 //!    elsewhere the deadline arrives and the handler sees the order was paid.
 //! 3. The deadline handler cancels every order still unpaid, publishing `OrderCancelled` for
 //!    the notifications subscription, and never runs before the deadline. The run checks

@@ -5,7 +5,8 @@
 //! outbox and the seed's wire form unchanged, and a peer that knows nothing of them still reads
 //! the message. What honours them:
 //! - scheduled delivery: backends that can hold a message until a time do so at publish
-//!   ([`Capabilities::native_schedule`](crate::Capabilities): the SQL queues' `available_at`);
+//!   ([`Capabilities::native_schedule`](crate::Capabilities): the SQL queues' `available_at`,
+//!   RabbitMQ's delay levels, memory's timers);
 //!   on the others the consumer runtime gives an early message back with a delayed `nack` for
 //!   the time left, which the broker holds ([`Capabilities::native_delay`](crate::Capabilities))
 //!   or, on Kafka, the consumer holds with its offset uncommitted;

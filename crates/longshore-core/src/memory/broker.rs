@@ -55,6 +55,7 @@ impl MemoryBroker {
                 config,
                 queues: Mutex::new(HashMap::new()),
                 closed: AtomicBool::new(false),
+                timers: Default::default(),
             }),
             stores: Stores {
                 store: Arc::new(store.clone()),
@@ -123,6 +124,7 @@ impl Broker for MemoryBroker {
 
     async fn close(&self) -> Result<(), Error> {
         self.client.closed.store(true, Ordering::Release);
+        self.client.timers.abort_all();
         Ok(())
     }
 

@@ -9,6 +9,7 @@ use tokio::sync::Notify;
 
 use super::config::MemoryConfig;
 use super::queue::{lock, Entry, Queue, Side};
+use super::timers::Timers;
 use super::BACKEND;
 use crate::capabilities::Capabilities;
 use crate::error::Error;
@@ -24,6 +25,8 @@ pub(super) struct Client {
     pub(super) routes: Mutex<HashMap<String, Route>>,
     /// Set by [`MemoryBroker`]'s `close`: every handle of the broker refuses work afterwards.
     pub(super) closed: AtomicBool,
+    /// Scheduled messages waiting for their time.
+    pub(super) timers: Timers,
 }
 
 /// Where one topic's messages go; the topic itself is kept once here and shared by every
@@ -241,6 +244,8 @@ pub(super) struct Closed {
 pub(super) fn capabilities(config: &MemoryConfig) -> Capabilities {
     Capabilities {
         native_delay: true,
+        native_schedule: true,
+        cancel_schedule: true,
         delivery_count: true,
         ..Capabilities::new(BACKEND, config.max_payload)
     }

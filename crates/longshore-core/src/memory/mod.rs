@@ -3,7 +3,7 @@
 //!
 //! Laid out on the adapter template (see ARCHITECTURE.md): `config`, `client` (the state all
 //! handles share), `broker` (the handle), `publisher`, `subscriber`, `acker`; then what only
-//! memory has: `queue` (one subscription's messages), `store` and `inbox`.
+//! memory has: `queue` (one subscription's messages), `timers` (scheduled messages), `store` and `inbox`.
 
 mod acker;
 mod broker;
@@ -16,6 +16,7 @@ mod store;
 mod subscriber;
 #[cfg(test)]
 mod tests;
+mod timers;
 
 pub use broker::MemoryBroker;
 pub use config::MemoryConfig;

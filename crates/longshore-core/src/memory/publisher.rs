@@ -5,13 +5,17 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 
+use chrono::{DateTime, Utc};
+
 use super::client::{capabilities, Client, Slot};
+use super::timers;
 use super::BACKEND;
 use crate::capabilities::Capabilities;
 use crate::error::{BatchError, Error, FailedMessage};
 use crate::health::Health;
 use crate::message::Message;
 use crate::publisher::Publisher;
+use crate::schedule::ScheduleId;
 use crate::topic::validate_topic;
 
 /// Publishing handle of a [`MemoryBroker`].
@@ -25,6 +29,15 @@ impl MemoryPublisher {
         MemoryPublisher {
             client,
             closed: AtomicBool::new(false),
+        }
+    }
+
+    /// `Err` with its time when the message is scheduled for later (checked by
+    /// `check_limits`, so the header reads), else the message, to route now.
+    fn later(&self, message: Message) -> Result<Message, (Message, DateTime<Utc>)> {
+        match message.scheduled_for() {
+            Ok(Some(due)) if due > Utc::now() => Err((message, due)),
+            _ => Ok(message),
         }
     }
 
@@ -42,7 +55,13 @@ impl Publisher for MemoryPublisher {
     async fn publish(&self, topic: &str, message: Message) -> Result<(), Error> {
         self.refuse(topic)?;
         message.check_limits(self.client.config.max_payload)?;
-        self.client.route_one(topic, message).await
+        match self.later(message) {
+            Ok(message) => self.client.route_one(topic, message).await,
+            Err((message, due)) => {
+                timers::schedule(&self.client, topic, message, due);
+                Ok(())
+            }
+        }
     }
 
     async fn publish_batch(&self, topic: &str, messages: Vec<Message>) -> Result<(), BatchError> {
@@ -59,8 +78,15 @@ impl Publisher for MemoryPublisher {
                     self.refuse(topic)
                 };
                 match checked {
-                    Ok(()) => Slot::Pending(message),
                     Err(error) => Slot::Failed(message, error),
+                    Ok(()) => match self.later(message) {
+                        Ok(message) => Slot::Pending(message),
+                        // Held by a timer from here; nothing to route now.
+                        Err((message, due)) => {
+                            timers::schedule(&self.client, topic, message, due);
+                            Slot::Sent
+                        }
+                    },
                 }
             })
             .collect();
@@ -82,6 +108,11 @@ impl Publisher for MemoryPublisher {
         } else {
             Err(BatchError { total, failed })
         }
+    }
+
+    /// Stops the timer of a scheduled message not yet due.
+    async fn cancel(&self, id: &ScheduleId) -> Result<bool, Error> {
+        Ok(self.client.timers.cancel(&id.0))
     }
 
     async fn close(&self) -> Result<(), Error> {

@@ -271,28 +271,6 @@ async fn one_aggregate_stays_in_order_across_event_types() {
     subscriber.close().await.expect("close");
 }
 
-/// A batch larger than the adapter's window of delivery reports (10,000) is stored whole and in
-/// order: the window rolls over without losing or reordering a message.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_batch_larger_than_the_report_window_arrives_whole_and_in_order() {
-    let Some(b) = broker().await else { return };
-    let n = Names::new();
-    let topic = n.topic("window");
-    let sub = Subscription::new(n.sub("window"), [topic.clone()]).with_prefetch(1_000);
-    let subscriber = b.subscriber();
-    let mut stream = subscriber.subscribe(&sub).await.expect("subscribe");
-    let batch: Vec<Message> = (0..12_345)
-        .map(|i| message(i).with_key("one-partition"))
-        .collect();
-    let ids: Vec<String> = batch.iter().map(|m| m.id.clone()).collect();
-    b.publisher()
-        .publish_batch(&topic, batch)
-        .await
-        .expect("every message confirmed");
-    assert_eq!(drain_ids(&mut stream, ids.len()).await, ids);
-    subscriber.close().await.expect("close");
-}
-
 /// With `topic_words = 2` a pattern with a wildcard in its second word reads every matching
 /// Kafka topic, including one created after the subscription started.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

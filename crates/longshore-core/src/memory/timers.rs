@@ -6,8 +6,8 @@
 //! message.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use tokio::task::AbortHandle;
@@ -22,7 +22,7 @@ use crate::message::Message;
 #[derive(Default)]
 pub(super) struct Timers {
     pending: Mutex<HashMap<String, (u64, AbortHandle)>>,
-    next_token: Mutex<u64>,
+    next_token: AtomicU64,
 }
 
 impl Timers {
@@ -60,11 +60,7 @@ impl Timers {
 
 /// Holds `message` until `due`, then routes it to `topic`'s subscriptions.
 pub(super) fn schedule(client: &Arc<Client>, topic: &str, message: Message, due: DateTime<Utc>) {
-    let token = {
-        let mut next = lock(&client.timers.next_token);
-        *next += 1;
-        *next
-    };
+    let token = client.timers.next_token.fetch_add(1, Ordering::Relaxed);
     let id = message.id.clone();
     let wait = (due - Utc::now()).to_std().unwrap_or_default();
     let task_client = client.clone();
@@ -84,18 +80,18 @@ pub(super) fn schedule(client: &Arc<Client>, topic: &str, message: Message, due:
     }
 }
 
-/// Routes a due message, waiting out a full subscription rather than dropping it.
+/// Routes a due message, waiting out a full subscription rather than dropping it (each try
+/// already waited `publish_timeout` for room).
 async fn release(client: &Client, topic: &str, message: Message) {
     loop {
-        if client.closed.load(std::sync::atomic::Ordering::Acquire) {
+        if client.closed.load(Ordering::Acquire) {
             return;
         }
         match client.route_one(topic, message.clone()).await {
             Ok(()) => return,
-            Err(Error::Backpressure { .. }) => {
-                // Every subscription it fits is retried too: at least once, as a redelivery.
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
+            // Subscriptions it reached before the full one get it again: at least once, as a
+            // redelivery would.
+            Err(Error::Backpressure { .. }) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "a scheduled message could not be routed");
                 return;

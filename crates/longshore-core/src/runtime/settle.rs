@@ -160,16 +160,9 @@ impl Settler {
 
     /// Gives the job back for redelivery (shutdown, an unavailable inbox).
     pub async fn requeue(&self, job: Job) {
-        let Job {
-            delivery,
-            key,
-            permit,
-        } = job;
-        match delivery.nack(None).await {
-            Ok(()) => Counters::inc(&self.counters.requeued),
-            Err(e) => self.settle_failed("nack", e),
+        if self.give_back(job, None).await {
+            Counters::inc(&self.counters.requeued);
         }
-        self.done(key, permit);
     }
 
     /// Whether a retry after `delay` goes to the broker rather than a sleep in process.
@@ -179,34 +172,36 @@ impl Settler {
 
     /// A scheduled message that arrived early: back to the broker for the time left.
     pub async fn defer(&self, job: Job, left: Duration) {
-        let Job {
-            delivery,
-            key,
-            permit,
-        } = job;
-        match delivery.nack(Some(left)).await {
-            Ok(()) => {
-                Counters::inc(&self.counters.deferred);
-                self.metrics.deferred.increment(1);
-            }
-            Err(e) => self.settle_failed("nack", e),
+        if self.give_back(job, Some(left)).await {
+            Counters::inc(&self.counters.deferred);
+            self.metrics.deferred.increment(1);
         }
-        self.done(key, permit);
     }
 
     /// A failed attempt whose backoff the broker waits out (see [`Settler::hands_over`]); the
     /// broker's redelivery count carries the attempt number on.
     pub async fn retry_later(&self, job: Job, delay: Duration) {
         tracing::debug!(?delay, "retry handed to the broker");
+        self.give_back(job, Some(delay)).await;
+    }
+
+    /// Nacks the job's delivery (after `delay`, if any) and frees its key and slot; `true`
+    /// when the broker took it back.
+    async fn give_back(&self, job: Job, delay: Option<Duration>) -> bool {
         let Job {
             delivery,
             key,
             permit,
         } = job;
-        if let Err(e) = delivery.nack(Some(delay)).await {
-            self.settle_failed("nack", e);
-        }
+        let taken = match delivery.nack(delay).await {
+            Ok(()) => true,
+            Err(e) => {
+                self.settle_failed("nack", e);
+                false
+            }
+        };
         self.done(key, permit);
+        taken
     }
 
     /// A message past its expiry: counted, then dropped or dead-lettered as configured.

@@ -43,17 +43,23 @@ pub async fn batch_publish_keeps_order(f: &Fixture) {
     assert_eq!(drain_ids(&mut stream, 200).await, expected);
 }
 
-/// A batch far larger than any adapter's window of unconfirmed messages (5,000) is confirmed
-/// whole and arrives complete and, for one key and one consumer, in order: batches of any
-/// size stream through a bounded window.
+/// Larger than every adapter's window of confirms in flight (RabbitMQ and NATS 1,024, Postgres
+/// statements of 1,000, Kafka 10,000), so each window rolls over.
+const LARGE_BATCH: usize = 12_345;
+
+/// A batch larger than any adapter's window of unconfirmed messages ([`LARGE_BATCH`]) is
+/// confirmed whole and arrives complete and, for one key and one consumer, in order: batches
+/// of any size stream through a bounded window.
 pub async fn a_large_batch_streams_in_order(f: &Fixture) {
     let s = f.scene();
     let (topic, sub) = s.on("large");
     let mut stream = s.subscribe(&sub.with_prefetch(200)).await;
-    let batch: Vec<Message> = (0..5_000).map(|i| message(i).with_key("one-key")).collect();
+    let batch: Vec<Message> = (0..LARGE_BATCH)
+        .map(|i| message(i).with_key("one-key"))
+        .collect();
     let expected: Vec<String> = batch.iter().map(|m| m.id.clone()).collect();
     s.publish_batch(&topic, batch).await;
-    assert_eq!(drain_ids(&mut stream, 5_000).await, expected);
+    assert_eq!(drain_ids(&mut stream, LARGE_BATCH).await, expected);
 }
 
 /// 256 tasks sharing one publisher, each publishing 4 messages one at a time, as the request

@@ -5,7 +5,7 @@ use std::fmt::{Debug, Display};
 use std::future::Future;
 use std::sync::Arc;
 
-use longshore_core::{DomainEvent, Event, EventStore, ExpectedVersion, StoreError};
+use longshore_core::{Data, DomainEvent, Event, EventStore, ExpectedVersion, StoreError};
 
 /// Most events one command is expected to append (read back in one page).
 const READ_LIMIT: usize = 10_000;
@@ -124,11 +124,11 @@ impl Then {
     /// Panics unless the command succeeded and appended exactly `expected` (compared by
     /// event type and data; ids and timestamps are the store's).
     pub fn then_events(&self, expected: &[Event]) -> &Self {
-        let want: Vec<(&str, &serde_json::Value)> = expected
+        let want: Vec<(&str, &Data)> = expected
             .iter()
             .map(|e| (e.event_type.as_str(), &e.data))
             .collect();
-        let got: Vec<(&str, &serde_json::Value)> = self
+        let got: Vec<(&str, &Data)> = self
             .events
             .iter()
             .map(|e| (e.event_type.as_str(), &e.data))

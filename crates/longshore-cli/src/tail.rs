@@ -98,7 +98,7 @@ fn print(out: Output, format: Format, d: &Delivery) {
                 Some(e) => {
                     v["event_type"] = Value::String(e.event_type.clone());
                     v["timestamp"] = Value::String(longshore::rfc3339(&e.timestamp));
-                    v["data"] = e.data.clone();
+                    v["data"] = serde_json::Value::clone(&e.data);
                 }
                 None => v["payload"] = Value::String(String::from_utf8_lossy(&m.payload).into()),
             }

@@ -7,6 +7,7 @@ use serde::{de::DeserializeOwned, Serialize};
 use uuid::Uuid;
 
 use crate::error::CodecError;
+use crate::event_data::Data;
 
 /// A domain event: the seed's `DomainEvent` plus metadata.
 ///
@@ -20,8 +21,9 @@ pub struct Event {
     pub event_type: String,
     /// When the event happened, UTC, microsecond precision (what JSON, Python and Postgres keep).
     pub timestamp: DateTime<Utc>,
-    /// The event's data as JSON.
-    pub data: serde_json::Value,
+    /// The event's data as JSON: kept as text when decoded, read as a `serde_json::Value`
+    /// through `Deref` (see [`Data`]).
+    pub data: Data,
     /// Ordering key, correlation and tracing metadata.
     pub metadata: Metadata,
 }
@@ -48,18 +50,25 @@ impl Event {
             id: Uuid::now_v7(),
             event_type: event_type.into(),
             timestamp: now(),
-            data,
+            data: data.into(),
             metadata: Metadata::default(),
         }
     }
 
     /// Builds an event from a typed domain event.
     pub fn from_typed<T: DomainEvent>(event: &T) -> Result<Self, CodecError> {
-        let data = serde_json::to_value(event).map_err(|e| CodecError::Data {
+        // Straight to JSON text: no `Value` tree in between.
+        let data = Data::from_serialize(event).map_err(|e| CodecError::Data {
             event_type: T::EVENT_TYPE.to_string(),
             message: e.to_string(),
         })?;
-        Ok(Event::new(T::EVENT_TYPE, data))
+        Ok(Event {
+            id: Uuid::now_v7(),
+            event_type: T::EVENT_TYPE.to_string(),
+            timestamp: now(),
+            data,
+            metadata: Metadata::default(),
+        })
     }
 
     /// Reads the data as the typed event `T`. Fails if the type name or the shape differs.
@@ -70,7 +79,7 @@ impl Event {
                 message: format!("expected event type {:?}", T::EVENT_TYPE),
             });
         }
-        T::deserialize(&self.data).map_err(|e| CodecError::Data {
+        self.data.to_typed().map_err(|e| CodecError::Data {
             event_type: self.event_type.clone(),
             message: e.to_string(),
         })

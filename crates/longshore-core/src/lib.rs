@@ -26,6 +26,7 @@ mod codec;
 mod dead_letters;
 mod error;
 mod event;
+mod event_data;
 mod event_publisher;
 mod event_stream;
 mod group_commit;
@@ -65,6 +66,7 @@ pub use dead_letters::{
 };
 pub use error::{BatchError, BoxError, CodecError, Error, FailedMessage, Result};
 pub use event::{now, DomainEvent, Event, Metadata};
+pub use event_data::Data;
 pub use event_publisher::EventPublisher;
 pub use event_stream::{EventStream, EventStreamError};
 pub use group_commit::{topic_runs, GroupCommit};

@@ -12,6 +12,7 @@ use uuid::Uuid;
 
 use crate::error::CodecError;
 use crate::event::{Event, Metadata};
+use crate::event_data::Data;
 use crate::message::{Headers, Message};
 
 /// Header carrying [`Metadata::aggregate_id`].
@@ -31,7 +32,7 @@ pub const CONTENT_TYPE_JSON: &str = "application/json";
 struct WireOut<'a> {
     event_id: String,
     event_type: &'a str,
-    data: &'a serde_json::Value,
+    data: &'a Data,
     timestamp: String,
 }
 
@@ -42,7 +43,8 @@ struct WireIn<'a> {
     #[serde(borrow)]
     event_id: Cow<'a, str>,
     event_type: String,
-    data: serde_json::Value,
+    // Kept as text: a typed handler reads its struct straight from it (see `Data`).
+    data: Box<serde_json::value::RawValue>,
     #[serde(borrow)]
     timestamp: Cow<'a, str>,
 }
@@ -111,7 +113,7 @@ pub(crate) fn decode_seed(message: &Message) -> Result<Event, CodecError> {
         id,
         event_type: wire.event_type,
         timestamp,
-        data: wire.data,
+        data: Data::from_raw(wire.data),
         metadata,
     })
 }

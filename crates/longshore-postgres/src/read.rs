@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use longshore_core::{CodecError, Event, Metadata, RecordedEvent, StoreError};
+use longshore_core::{CodecError, Data, Event, Metadata, RecordedEvent, StoreError};
 use sqlx::postgres::PgRow;
 use sqlx::{Postgres, Row};
 
@@ -149,7 +149,7 @@ fn decode_event(row: &PgRow) -> Result<RecordedEvent, StoreError> {
     let data: String = column(row, "data")?;
     let headers: String = column(row, "headers")?;
     let event_type: String = column(row, "event_type")?;
-    let data = serde_json::from_str(&data).map_err(|e| {
+    let data = Data::from_json(data).map_err(|e| {
         StoreError::Codec(CodecError::Data {
             event_type: event_type.clone(),
             message: e.to_string(),

@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use longshore_core::{CodecError, Event, Metadata, RecordedEvent, StoreError};
+use longshore_core::{CodecError, Data, Event, Metadata, RecordedEvent, StoreError};
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 use uuid::Uuid;
@@ -142,7 +142,7 @@ fn decode_event(row: &SqliteRow) -> Result<RecordedEvent, StoreError> {
     let event_type: String = column(row, "event_type")?;
     let id: String = column(row, "event_id")?;
     let occurred: String = column(row, "occurred_at")?;
-    let data = serde_json::from_str(&data).map_err(|e| {
+    let data = Data::from_json(data).map_err(|e| {
         StoreError::Codec(CodecError::Data {
             event_type: event_type.clone(),
             message: e.to_string(),

@@ -197,6 +197,8 @@ macro_rules! __broker_scenarios {
                 bad_input_empty,
                 bad_input_whitespace,
                 bad_input_deep_nesting,
+                bad_input_deep_nesting_untyped,
+                bad_input_deep_unread_field,
                 bad_input_unknown_event_type,
                 bad_input_garbage_traceparent,
                 bad_input_zoneless_seed_timestamp,

@@ -121,7 +121,7 @@ pub async fn raw_read_all(
                     id: row.try_get("event_id")?,
                     event_type: row.try_get("event_type")?,
                     timestamp: row.try_get("occurred_at")?,
-                    data: serde_json::from_str(&data)?,
+                    data: longshore_core::Data::from_json(data)?,
                     metadata: longshore_core::Metadata {
                         aggregate_id: row.try_get("aggregate_id")?,
                         correlation_id: row.try_get("correlation_id")?,

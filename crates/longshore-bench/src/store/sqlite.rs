@@ -113,7 +113,7 @@ pub async fn raw_read_all(pool: &SqlitePool, page: i64) -> crate::Result<usize> 
                     id: uuid::Uuid::parse_str(&id)?,
                     event_type: row.try_get("event_type")?,
                     timestamp: DateTime::parse_from_rfc3339(&occurred)?.with_timezone(&Utc),
-                    data: serde_json::from_str(&data)?,
+                    data: longshore_core::Data::from_json(data)?,
                     metadata: Metadata {
                         aggregate_id: row.try_get("aggregate_id")?,
                         correlation_id: row.try_get("correlation_id")?,

@@ -7,6 +7,7 @@ use uuid::Uuid;
 use super::{KEPT_PREFIX, SPEC_VERSION};
 use crate::error::CodecError;
 use crate::event::{now, Event, Metadata};
+use crate::event_data::Data;
 use crate::message::{Headers, Message};
 use crate::seed::{
     parse_timestamp, CONTENT_TYPE_JSON, HEADER_AGGREGATE_ID, HEADER_CAUSATION_ID,
@@ -118,7 +119,7 @@ impl Attributes {
             id: event_id,
             event_type,
             timestamp,
-            data,
+            data: data.into(),
             metadata,
         })
     }
@@ -251,9 +252,11 @@ fn valid_attribute_name(name: &str) -> bool {
 }
 
 /// The bytes of `data` for `content_type`: JSON text, or a string's own text for other types.
-pub(super) fn data_bytes(data: &Value, content_type: &str) -> Result<Vec<u8>, CodecError> {
-    match data {
-        Value::String(text) if !is_json(content_type) => Ok(text.clone().into_bytes()),
-        _ => serde_json::to_vec(data).map_err(|e| CodecError::Encode(e.to_string())),
+pub(super) fn data_bytes(data: &Data, content_type: &str) -> Result<Vec<u8>, CodecError> {
+    if !is_json(content_type) {
+        if let Value::String(text) = &**data {
+            return Ok(text.clone().into_bytes());
+        }
     }
+    serde_json::to_vec(data).map_err(|e| CodecError::Encode(e.to_string()))
 }

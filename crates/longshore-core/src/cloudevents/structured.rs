@@ -25,7 +25,7 @@ pub(super) fn encode(event: &Event, source: &str) -> Result<Message, CodecError>
         Value::String(out.content_type.to_string()),
     );
     // JSON data is embedded as JSON; other text data as a JSON string (the format's rule).
-    body.insert("data".into(), event.data.clone());
+    body.insert("data".into(), Value::clone(&event.data));
     let payload = serde_json::to_vec(&body).map_err(|e| CodecError::Encode(e.to_string()))?;
     let mut headers = out.headers;
     headers.insert(HEADER_CONTENT_TYPE.into(), CONTENT_TYPE_STRUCTURED.into());

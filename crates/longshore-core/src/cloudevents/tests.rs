@@ -196,7 +196,7 @@ fn headerless_structured_and_case_insensitive_prefixes() {
         &br#"{"specversion":"1.0","id":"7","source":"/s","type":"t","data":{"x":1}}"#[..],
     );
     let e = JsonCodec.decode(&m).unwrap();
-    assert_eq!((e.event_type.as_str(), &e.data), ("t", &json!({"x": 1})));
+    assert_eq!((e.event_type.as_str(), &*e.data), ("t", &json!({"x": 1})));
     let m = Message::new(&b"{}"[..])
         .with_header("Ce-SpecVersion", "1.0")
         .with_header("Ce-Id", "7")

@@ -223,5 +223,19 @@ where
     F: Fn(HandlerContext) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
 {
-    Arc::new(move |ctx: HandlerContext| Box::pin(handler(ctx)))
+    let handler = Arc::new(handler);
+    Arc::new(move |ctx: HandlerContext| {
+        // The handler reads `ctx.event.data` as a `Value`. Data kept as text that is JSON but
+        // no `Value` (nested too deep, a number beyond f64) is refused here, as decoding it
+        // was before data stayed text, so no handler reads the `null` that stands in for it.
+        if let Err(e) = ctx.event.data.try_value() {
+            let error = HandlerError::permanent(CodecError::Data {
+                event_type: ctx.event.event_type.clone(),
+                message: e.to_string(),
+            });
+            return Box::pin(async move { Err(error) });
+        }
+        let handler = handler.clone();
+        Box::pin(async move { handler(ctx).await })
+    })
 }

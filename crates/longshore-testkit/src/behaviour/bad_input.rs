@@ -4,7 +4,7 @@
 //! way the consumer goes on: a valid order published after it is handled, nothing panics,
 //! stalls or loops (the bad message is delivered once, not again and again).
 
-use longshore_core::{Consumer, HEADER_DLQ_REASON};
+use longshore_core::{Consumer, HandlerError, HEADER_DLQ_REASON};
 use tokio::sync::mpsc;
 
 use crate::events::{order, send_order_ids, SHUTDOWN};
@@ -29,6 +29,17 @@ struct Kind {
     expect: Expect,
     /// Needs a client that writes past longshore's publisher limits.
     needs_raw: bool,
+    /// Which handler the consumer runs.
+    via: Via,
+}
+
+/// The handler a kind is read by.
+#[derive(Clone, Copy, Debug)]
+enum Via {
+    /// `Consumer::on::<OrderCreated>`: reads its struct straight from the data's text.
+    Typed,
+    /// `Consumer::on_event("order_created", ..)`: reads `ctx.event.data` as a JSON value.
+    Untyped,
 }
 
 const ID: &str = "6f1c1c9e-3c1c-4c55-9a32-0d3b8f0f6d7e";
@@ -80,14 +91,22 @@ fn nested(depth: usize) -> Vec<u8> {
     envelope(ID, r#""order_created""#, &s, r#""2024-01-26T10:00:00""#)
 }
 
+/// A valid order whose data also holds a field, not in the typed event, nested 10,000 deep.
+fn deep_unread_field(id: &str) -> Vec<u8> {
+    let deep = format!("{}{}", "[".repeat(10_000), "]".repeat(10_000));
+    let data = format!(r#"{{"order_id":"bad-input","total_cents":1,"extra":{deep}}}"#);
+    envelope(id, r#""order_created""#, &data, r#""2024-01-26T10:00:00""#)
+}
+
 macro_rules! kinds {
-    ($($name:ident: $body:expr, $headers:expr, $expect:expr, $raw:expr;)+) => {
+    ($($name:ident: $body:expr, $headers:expr, $expect:expr, $raw:expr $(, $via:ident)?;)+) => {
         const KINDS: &[Kind] = &[$(Kind {
             name: stringify!($name),
             body: $body,
             headers: $headers,
             expect: $expect,
             needs_raw: $raw,
+            via: via!($($via)?),
         }),+];
         $(
             #[doc = concat!("Bad input `", stringify!($name), "`: see the table in this module.")]
@@ -95,6 +114,15 @@ macro_rules! kinds {
                 run(f, stringify!($name)).await;
             }
         )+
+    };
+}
+
+macro_rules! via {
+    () => {
+        Via::Typed
+    };
+    ($via:ident) => {
+        Via::$via
     };
 }
 
@@ -122,7 +150,12 @@ kinds! {
     bad_input_not_utf8: |_| vec![0xff, 0xfe, 0xfd, b'{'], none, DeadLettered("utf-8"), false;
     bad_input_empty: |_| Vec::new(), none, DeadLettered("empty"), false;
     bad_input_whitespace: |_| b"  \n\t ".to_vec(), none, DeadLettered("empty"), false;
-    bad_input_deep_nesting: |_| nested(10_000), none, DeadLettered("malformed"), false;
+    // Data stays text until a handler reads it: a typed handler finds no struct in it, an
+    // untyped one no JSON value (serde_json's depth limit); neither sees the message.
+    bad_input_deep_nesting: |_| nested(10_000), none, DeadLettered("does not fit"), false;
+    bad_input_deep_nesting_untyped: |_| nested(10_000), none, DeadLettered("recursion limit"), false, Untyped;
+    // Deep JSON in a field the typed event does not have is skipped without recursion.
+    bad_input_deep_unread_field: |id| deep_unread_field(id), none, Handled, false;
     bad_input_unknown_event_type: |id| envelope(id, r#""order_shipped""#, "{}", r#""2024-01-26T10:00:00""#), none, DeadLettered("order_shipped"), false;
     bad_input_garbage_traceparent: valid, garbage_traceparent, Handled, false;
     bad_input_zoneless_seed_timestamp: |id| envelope(id, r#""order_created""#, r#"{"order_id":"bad-input","total_cents":1}"#, r#""2024-01-26T10:00:00.123456""#), none, Handled, false;
@@ -158,11 +191,21 @@ async fn run(f: &Fixture, name: &str) {
     let (topic, sub) = s.ensured("bad").await;
     let mut dlq = s.dead_letters(&sub.name).await;
     let (tx, mut handled) = mpsc::unbounded_channel();
-    let consumer = Consumer::new(s.subscriber.clone(), sub)
-        .on(send_order_ids(tx))
-        .start()
-        .await
-        .expect("start the consumer");
+    let consumer = Consumer::new(s.subscriber.clone(), sub);
+    let consumer = match kind.via {
+        Via::Typed => consumer.on(send_order_ids(tx)),
+        Via::Untyped => consumer.on_event("order_created", move |ctx| {
+            let id = ctx.event.data["order_id"].as_str().map(str::to_string);
+            let sent = id.map(|id| tx.send(id));
+            async move {
+                match sent {
+                    Some(Ok(())) => Ok(()),
+                    _ => Err(HandlerError::permanent("no order_id, or the test ended")),
+                }
+            }
+        }),
+    };
+    let consumer = consumer.start().await.expect("start the consumer");
 
     let bad_id = uuid::Uuid::new_v4().to_string();
     let body = if name == "bad_input_over_limit_undecodable" {

@@ -134,6 +134,24 @@ impl TraceContext {
         hex(&self.trace_id)
     }
 
+    /// The trace id as hex, written only when something formats it: a span field that no
+    /// subscriber records then costs neither the digits nor an allocation.
+    pub(crate) fn trace_id_display(&self) -> impl std::fmt::Display + '_ {
+        struct Hex<'a>(&'a [u8]);
+        impl std::fmt::Display for Hex<'_> {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                let mut digits = [0u8; 32];
+                for (pair, b) in digits.chunks_exact_mut(2).zip(self.0) {
+                    pair[0] = DIGITS[usize::from(b >> 4)];
+                    pair[1] = DIGITS[usize::from(b & 0xf)];
+                }
+                // Only ASCII digits were written.
+                f.write_str(std::str::from_utf8(&digits[..self.0.len() * 2]).unwrap_or(""))
+            }
+        }
+        Hex(&self.trace_id)
+    }
+
     /// The span id as 16 lowercase hex digits.
     pub fn span_id_hex(&self) -> String {
         hex(&self.span_id)
@@ -239,8 +257,9 @@ fn hex(bytes: &[u8]) -> String {
     s
 }
 
+const DIGITS: &[u8; 16] = b"0123456789abcdef";
+
 fn push_hex(s: &mut String, bytes: &[u8]) {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
     for b in bytes {
         s.push(char::from(DIGITS[usize::from(b >> 4)]));
         s.push(char::from(DIGITS[usize::from(b & 0xf)]));
@@ -269,6 +288,7 @@ mod tests {
         let ctx = TraceContext::parse(tp).expect("valid");
         assert_eq!(ctx.traceparent(), tp);
         assert_eq!(ctx.trace_id_hex(), "4bf92f3577b34da6a3ce929d0e0e4736");
+        assert_eq!(ctx.trace_id_display().to_string(), ctx.trace_id_hex());
         assert_eq!(ctx.span_id_hex(), "00f067aa0ba902b7");
         assert!(ctx.sampled());
     }

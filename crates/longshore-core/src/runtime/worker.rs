@@ -90,7 +90,7 @@ impl Worker {
             message_id = %delivery.message.id,
             event_type = tracing::field::Empty,
             attempt = delivery.attempt,
-            trace_id = %trace.trace_id_hex(),
+            trace_id = %trace.trace_id_display(),
         );
         if let Some(parent) = &parent {
             attach(&span, parent);

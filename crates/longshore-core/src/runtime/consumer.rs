@@ -433,7 +433,7 @@ impl Pool {
             self.tasks.abort_all();
             while self.tasks.join_next().await.is_some() {}
         }
-        for job in settler.lanes.take_all().await {
+        for job in settler.lanes.take_all() {
             settler.requeue(job).await;
         }
         drop(stream);

@@ -4,9 +4,9 @@
 use std::collections::hash_map::RandomState;
 use std::collections::{HashMap, VecDeque};
 use std::hash::BuildHasher;
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard, PoisonError};
 
-use tokio::sync::{mpsc, OwnedSemaphorePermit};
+use tokio::sync::{Notify, OwnedSemaphorePermit};
 
 use crate::subscriber::Delivery;
 
@@ -26,20 +26,23 @@ pub(crate) struct Lanes {
     /// A key is here exactly while one of its messages is in flight (running, in a batch, or
     /// waiting for a retry); its queue holds the later ones, in delivery order.
     busy: Mutex<HashMap<u64, VecDeque<Job>>>,
-    ready_tx: mpsc::UnboundedSender<Job>,
-    ready_rx: tokio::sync::Mutex<mpsc::UnboundedReceiver<Job>>,
+    /// Jobs any worker may run now. A plain locked queue and one `Notify`: a job made ready
+    /// wakes at most one parked worker, and a worker that finishes one takes the next without
+    /// parking. (A channel behind an async mutex woke two tasks per job: the receiver, then
+    /// the next worker in line for the mutex.)
+    ready: Mutex<VecDeque<Job>>,
+    ready_signal: Notify,
 }
 
 impl Lanes {
     /// Lanes that order by key when `ordered`, else a plain shared queue.
     pub fn new(ordered: bool) -> Self {
-        let (ready_tx, ready_rx) = mpsc::unbounded_channel();
         Lanes {
             ordered,
             hasher: RandomState::new(),
             busy: Mutex::new(HashMap::new()),
-            ready_tx,
-            ready_rx: tokio::sync::Mutex::new(ready_rx),
+            ready: Mutex::new(VecDeque::new()),
+            ready_signal: Notify::new(),
         }
     }
 
@@ -67,8 +70,7 @@ impl Lanes {
             }
             busy.insert(key, VecDeque::new());
         }
-        // The receiver lives as long as `self`; a send cannot fail while we are here.
-        let _ = self.ready_tx.send(job);
+        self.make_ready(job);
     }
 
     /// Called once the job of `key` is settled: its next message (if any) becomes ready.
@@ -81,7 +83,8 @@ impl Lanes {
         };
         match next {
             Some(job) => {
-                let _ = self.ready_tx.send(job);
+                drop(busy);
+                self.make_ready(job);
             }
             None => {
                 busy.remove(&key);
@@ -90,30 +93,40 @@ impl Lanes {
     }
 
     /// The next ready job (cancel-safe: a job is taken only when this resolves).
-    pub async fn next(&self) -> Option<Job> {
-        self.ready_rx.lock().await.recv().await
+    pub async fn next(&self) -> Job {
+        loop {
+            // Registered before looking, so a job made ready in between is not missed.
+            let signal = self.ready_signal.notified();
+            tokio::pin!(signal);
+            signal.as_mut().enable();
+            if let Some(job) = lock(&self.ready).pop_front() {
+                return job;
+            }
+            signal.await;
+        }
     }
 
     /// Everything not started, ready ones first, each key's in delivery order: what shutdown
     /// gives back to the broker.
-    pub async fn take_all(&self) -> Vec<Job> {
-        let mut jobs = Vec::new();
-        {
-            let mut ready = self.ready_rx.lock().await;
-            while let Ok(job) = ready.try_recv() {
-                jobs.push(job);
-            }
-        }
+    pub fn take_all(&self) -> Vec<Job> {
+        let mut jobs: Vec<Job> = lock(&self.ready).drain(..).collect();
         for (_, waiting) in self.lock().drain() {
             jobs.extend(waiting);
         }
         jobs
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, VecDeque<Job>>> {
-        // The map stays consistent even if a holder panicked: every change is one call.
-        self.busy
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    fn make_ready(&self, job: Job) {
+        lock(&self.ready).push_back(job);
+        self.ready_signal.notify_one();
     }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<u64, VecDeque<Job>>> {
+        lock(&self.busy)
+    }
+}
+
+/// Both locks stay consistent even if a holder panicked: every change is one call.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }

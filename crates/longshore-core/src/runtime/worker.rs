@@ -66,10 +66,7 @@ impl Worker {
                 _ = stopped(&mut halt) => return,
                 job = self.settler.lanes.next() => job,
             };
-            match job {
-                Some(job) => self.process(job, &mut halt).await,
-                None => return,
-            }
+            self.process(job, &mut halt).await;
         }
     }
 

@@ -19,6 +19,8 @@
 //! `scripts/kafka-broker.sh`) stores in memory or in S3 only, so its restart drops every
 //! message by design and would measure tansu, not longshore; see RELIABILITY.md.
 
+mod common;
+
 use std::time::{Duration, Instant};
 
 use longshore_testkit::fault;
@@ -117,15 +119,7 @@ async fn scheduled_cell(kind: Kind) {
         .ensure_subscription(&sub)
         .await
         .expect("ensure");
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let consumer = Consumer::new(ls.subscriber.clone(), sub)
-        .on_event("due", move |ctx| {
-            let _ = tx.send((ctx.event.id.to_string(), Utc::now()));
-            async { Ok(()) }
-        })
-        .start()
-        .await
-        .expect("start");
+    let (consumer, mut rx) = common::arrivals(&ls, sub, "due").await;
     let events = EventPublisher::new(ls.publisher.clone());
     let due = Utc::now() + chrono::Duration::seconds(4);
     let mut scheduled = BTreeSet::new();

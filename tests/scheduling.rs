@@ -89,15 +89,7 @@ async fn scheduled_by_a_killed_process(url: &str) {
     let scheduled_id = scheduled_id.to_string();
     let due: DateTime<Utc> = due.parse().expect("due time");
 
-    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
-    let consumer = Consumer::new(ls.subscriber.clone(), subscription.clone())
-        .on_event("reminder", move |ctx| {
-            let _ = tx.send((ctx.event.id.to_string(), Utc::now()));
-            async { Ok(()) }
-        })
-        .start()
-        .await
-        .expect("start");
+    let (consumer, mut rx) = common::arrivals(&ls, subscription.clone(), "reminder").await;
     let (id, at) = tokio::time::timeout(Duration::from_secs(60), rx.recv())
         .await
         .expect("the orphaned schedule arrives")

@@ -76,3 +76,28 @@ pub async fn reachable(url: &str) -> bool {
         None => false,
     }
 }
+
+/// What [`arrivals`] reports per handled event: its id and when the handler ran.
+pub type Arrival = (String, chrono::DateTime<chrono::Utc>);
+
+/// Starts a consumer on `ls` (its subscription already ensured) that reports every
+/// `event_type` event it handles, and acks it: for tests that check when messages arrive.
+pub async fn arrivals(
+    ls: &longshore::Longshore,
+    subscription: longshore::Subscription,
+    event_type: &str,
+) -> (
+    longshore::ConsumerHandle,
+    tokio::sync::mpsc::UnboundedReceiver<Arrival>,
+) {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let consumer = longshore::Consumer::new(ls.subscriber.clone(), subscription)
+        .on_event(event_type, move |ctx| {
+            let _ = tx.send((ctx.event.id.to_string(), chrono::Utc::now()));
+            async { Ok(()) }
+        })
+        .start()
+        .await
+        .expect("start the consumer");
+    (consumer, rx)
+}

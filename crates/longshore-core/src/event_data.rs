@@ -140,7 +140,9 @@ impl PartialEq<Data> for Value {
 }
 
 impl Serialize for Data {
-    /// Writes the kept text as is (byte for byte as it arrived), or the value.
+    /// Writes the kept text as is (byte for byte as it arrived), or the value. Kept text goes
+    /// through serde_json's raw-value support: serialise `Data` with serde_json (to text or to
+    /// a `Value`); other formats would see it as a struct.
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match (&self.raw, self.value.get()) {
             (Some(raw), _) => raw.serialize(serializer),

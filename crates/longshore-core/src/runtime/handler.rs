@@ -223,8 +223,7 @@ where
     F: Fn(HandlerContext) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = Result<(), HandlerError>> + Send + 'static,
 {
-    let handler = Arc::new(handler);
-    Arc::new(move |ctx: HandlerContext| {
+    Arc::new(move |ctx: HandlerContext| -> HandlerFuture {
         // The handler reads `ctx.event.data` as a `Value`. Data kept as text that is JSON but
         // no `Value` (nested too deep, a number beyond f64) is refused here, as decoding it
         // was before data stayed text, so no handler reads the `null` that stands in for it.
@@ -235,7 +234,6 @@ where
             });
             return Box::pin(async move { Err(error) });
         }
-        let handler = handler.clone();
-        Box::pin(async move { handler(ctx).await })
+        Box::pin(handler(ctx))
     })
 }

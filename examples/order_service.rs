@@ -163,10 +163,10 @@ pub async fn run(config: &longshore::Config) -> Result<(), BoxError> {
         tokio::time::timeout(Duration::from_secs(60), futures_next(&mut dead_letters)).await??;
     println!(
         "dead letter: {} reason={:?} topic={:?} attempts={:?}",
-        dead.message.id,
-        dead.message.headers.get(longshore::HEADER_DLQ_REASON),
-        dead.message.headers.get(longshore::HEADER_DLQ_TOPIC),
-        dead.message.headers.get(longshore::HEADER_DLQ_ATTEMPTS),
+        dead.message().id,
+        dead.message().headers.get(longshore::HEADER_DLQ_REASON),
+        dead.message().headers.get(longshore::HEADER_DLQ_TOPIC),
+        dead.message().headers.get(longshore::HEADER_DLQ_ATTEMPTS),
     );
     dead.ack().await?;
 

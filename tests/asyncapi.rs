@@ -224,7 +224,7 @@ async fn validated_handlers_dead_letter_mismatches_with_the_path() {
         .expect("a dead letter")
         .expect("no stream error");
     let reason = dead
-        .message
+        .message()
         .headers
         .get(HEADER_DLQ_REASON)
         .cloned()

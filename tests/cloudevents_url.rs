@@ -71,7 +71,7 @@ async fn check(url: &str) {
         .expect("delivered in time")
         .expect("a delivery")
         .expect("no stream error");
-        let headers = &delivery.message.headers;
+        let headers = &delivery.message().headers;
         if binary {
             let p = HeaderBinding::for_backend(writer.backend).prefix();
             assert_eq!(
@@ -91,7 +91,7 @@ async fn check(url: &str) {
             let ct = headers.get("content-type").cloned().unwrap_or_default();
             assert!(ct.starts_with("application/cloudevents+json"), "{ct:?}");
         }
-        let back = JsonCodec.decode(&delivery.message).expect("decodes");
+        let back = JsonCodec.decode(&delivery.message()).expect("decodes");
         assert_eq!(
             (back.id, back.event_type.as_str()),
             (event.id, "order_placed")

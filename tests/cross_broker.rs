@@ -100,9 +100,9 @@ async fn order_flow(url: &str) -> Option<Outcome> {
         .expect("dead letter in time")
         .expect("open")
         .expect("ok");
-    let h = &d.message.headers;
+    let h = &d.message().headers;
     let dead = vec![(
-        serde_json::from_slice::<serde_json::Value>(&d.message.payload).expect("json")["data"]
+        serde_json::from_slice::<serde_json::Value>(&d.message().payload).expect("json")["data"]
             ["order_id"]
             .to_string(),
         h.get(HEADER_DLQ_TOPIC)

@@ -50,7 +50,7 @@ async fn dead_letter_operations(url: &str) {
     // Dead-letter each through the adapter's own path, with distinct reasons.
     for _ in 0..3 {
         let d = next(&mut stream).await;
-        let reason = if d.message.id == sent[0] {
+        let reason = if d.message().id == sent[0] {
             "provider timeout"
         } else {
             "card declined"
@@ -98,11 +98,11 @@ async fn dead_letter_operations(url: &str) {
     assert_eq!(report.replayed, vec![sent[0].clone()], "{backend}");
     assert_eq!(report.not_chosen, 2);
     let again = next(&mut stream).await;
-    assert_eq!(again.message.id, sent[0]);
+    assert_eq!(again.message().id, sent[0]);
     assert_eq!(again.topic, topic);
     for h in DEAD_LETTER_HEADERS {
         assert!(
-            !again.message.headers.contains_key(h),
+            !again.message().headers.contains_key(h),
             "{backend}: {h} kept"
         );
     }

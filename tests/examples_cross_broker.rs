@@ -131,7 +131,7 @@ async fn dlq_keep_then_existing(url: &str) {
         .expect("stream open")
         .expect("delivery");
     let body: serde_json::Value =
-        serde_json::from_slice(&delivery.message.payload).expect("json body");
+        serde_json::from_slice(&delivery.message().payload).expect("json body");
     assert_eq!(body["data"]["payment_id"], "p-3");
     assert_eq!(delivery.topic, format!("{name}.payment_requested"));
     for h in [
@@ -140,7 +140,7 @@ async fn dlq_keep_then_existing(url: &str) {
         longshore::HEADER_DLQ_ATTEMPTS,
     ] {
         assert!(
-            !delivery.message.headers.contains_key(h),
+            !delivery.message().headers.contains_key(h),
             "{h} left on the replayed message"
         );
     }

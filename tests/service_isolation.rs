@@ -84,7 +84,7 @@ async fn two_named_services_never_share_an_outbox() {
         .await
         .expect("publish");
     let d = longshore_testkit::recv(&mut stream).await;
-    assert_eq!(&d.message.payload[..], b"o-1");
+    assert_eq!(&d.message().payload[..], b"o-1");
     d.ack().await.expect("ack");
     // `?schema=` wins over the name.
     let sep = if url.contains('?') { '&' } else { '?' };

@@ -86,7 +86,7 @@ async fn nacks_and_redeliveries_are_retried_and_dead_letters_keep_their_reason()
     assert_eq!(letter.topic, "dlq.ledger");
     assert_eq!(
         letter
-            .message
+            .message()
             .headers
             .get(longshore::HEADER_DLQ_TOPIC)
             .map(String::as_str),

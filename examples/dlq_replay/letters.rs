@@ -34,14 +34,14 @@ pub struct Letter {
 
 impl Letter {
     fn new(delivery: Delivery) -> Letter {
-        let h = &delivery.message.headers;
+        let h = &delivery.message().headers;
         let header = |name: &str| h.get(name).cloned();
-        let event = JsonCodec.decode(&delivery.message).ok();
+        let event = JsonCodec.decode(&delivery.message()).ok();
         let label = event
             .as_ref()
             .and_then(|e| e.data.get("payment_id"))
             .and_then(|v| v.as_str())
-            .map_or_else(|| delivery.message.id.clone(), str::to_string);
+            .map_or_else(|| delivery.message().id.clone(), str::to_string);
         Letter {
             event_type: event.map_or_else(|| "(undecodable)".to_string(), |e| e.event_type),
             label,
@@ -55,11 +55,11 @@ impl Letter {
     pub fn text(&self) -> String {
         format!(
             "{} {} {} {} {}",
-            self.delivery.message.id,
+            self.delivery.message().id,
             self.event_type,
             self.reason,
             self.original_topic.as_deref().unwrap_or(""),
-            String::from_utf8_lossy(&self.delivery.message.payload)
+            String::from_utf8_lossy(&self.delivery.message().payload)
         )
     }
 
@@ -67,7 +67,7 @@ impl Letter {
         println!(
             "  {} id={} type={} topic={} attempts={} reason={:?}",
             self.label,
-            self.delivery.message.id,
+            self.delivery.message().id,
             self.event_type,
             self.original_topic.as_deref().unwrap_or("(none)"),
             self.attempts,
@@ -84,7 +84,7 @@ async fn replay(publisher: &dyn Publisher, letter: Letter) -> Result<(), BoxErro
         letter.delivery.nack(None).await?;
         return Err(format!("{}: no {HEADER_DLQ_TOPIC} header; kept", letter.label).into());
     };
-    let mut message = letter.delivery.message.clone();
+    let mut message = letter.delivery.message().clone();
     for name in DEAD_LETTER_HEADERS {
         message.headers.remove(name);
     }

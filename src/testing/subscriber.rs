@@ -60,7 +60,7 @@ impl Subscriber for TestSubscriber {
                 &name,
                 delivery.topic.clone(),
                 delivery.attempt,
-                &delivery.message,
+                &delivery.message(),
             );
             let ledger = ledger.clone();
             Ok(delivery.map_acker(move |inner| {
@@ -155,6 +155,10 @@ impl Acker for TestAcker {
         let result = inner.nack(delay).await;
         settle.record(&result, Outcome::Nacked);
         result
+    }
+
+    fn hold(&mut self, message: Message) {
+        self.inner.hold(message);
     }
 
     async fn dead_letter(

@@ -84,7 +84,7 @@ pub async fn run(urls: &Urls, out: Output, args: TailArgs) -> Result<(), CliErro
 }
 
 fn print(out: Output, format: Format, d: &Delivery) {
-    let m = &d.message;
+    let m = &d.message();
     let event = JsonCodec.decode(m).ok();
     match format {
         Format::Json => {

@@ -152,9 +152,9 @@ async fn dead_letter_list_show_replay(backend: &str) {
     assert_eq!(lines[1]["summary"]["replayed"], 1);
     // The replayed payment is handled again, without the dead-letter headers.
     let again = next(&mut stream).await;
-    assert_eq!(again.message.id, ids[0]);
+    assert_eq!(again.message().id, ids[0]);
     assert!(!again
-        .message
+        .message()
         .headers
         .contains_key(longshore::HEADER_DLQ_REASON));
     again.ack().await.expect("handled");
@@ -219,7 +219,7 @@ async fn replay_killed_midway_loses_nothing(backend: &str) {
         }
         // What is missing from both is on its way to the subscription.
         let d = next(&mut stream).await;
-        received.insert(d.message.id.clone());
+        received.insert(d.message().id.clone());
         d.ack().await.expect("ack");
         while let Ok(Some(Ok(d))) = tokio::time::timeout(
             Duration::from_millis(200),
@@ -227,7 +227,7 @@ async fn replay_killed_midway_loses_nothing(backend: &str) {
         )
         .await
         {
-            received.insert(d.message.id.clone());
+            received.insert(d.message().id.clone());
             d.ack().await.expect("ack");
         }
     }

@@ -19,7 +19,7 @@ pub const MAX_HEADER_VALUE: usize = 4096;
 /// A message as brokers see it: an id, an optional ordering key, headers and opaque bytes.
 ///
 /// The event layer ([`crate::Event`] + [`crate::Codec`]) sits on top of this, as in Watermill.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct Message {
     /// Unique message id (for events: the event id). Brokers use it for deduplication where
     /// they can (JetStream `Nats-Msg-Id`, AMQP `message_id`).

@@ -232,6 +232,11 @@ const DLQ_HEADERS: &[&str] = &[
 /// without being settled must make the message available again (redelivery), never lose it.
 #[async_trait]
 pub trait Acker: Send {
+    /// Takes the delivered message before a nack, or before being dropped with an unsettled
+    /// delivery, for an adapter that puts messages back itself (the in-memory broker) and so
+    /// needs no copy of its own. Adapters whose broker keeps the message ignore it; a
+    /// wrapping acker (see [`Delivery::map_acker`]) passes it on to the one it wraps.
+    fn hold(&mut self, message: Message);
     /// Acknowledges: the message is done.
     async fn ack(self: Box<Self>) -> Result<(), Error>;
     /// Returns the message for redelivery, after `delay` if given.
@@ -251,13 +256,24 @@ pub trait Acker: Send {
 /// `ack`, `nack` and `dead_letter` take the delivery by value, so settling twice does not
 /// compile. Dropping a delivery unsettled makes the message available again.
 pub struct Delivery {
-    /// The message.
-    pub message: Message,
+    /// The message, read through [`Delivery::message`]: a nack or an unsettled drop must give
+    /// back the message as delivered, so it cannot be changed in between.
+    message: Message,
     /// The topic it was published to.
     pub topic: String,
     /// 1 for the first delivery; higher when the broker reports redeliveries.
     pub attempt: u32,
-    acker: Box<dyn Acker>,
+    /// `Some` until settled (taken by the settling method, or by `drop`).
+    acker: Option<Box<dyn Acker>>,
+}
+
+impl Drop for Delivery {
+    /// Unsettled: the acker holds the message as it is dropped, to make it available again.
+    fn drop(&mut self) {
+        if let Some(mut acker) = self.acker.take() {
+            acker.hold(std::mem::take(&mut self.message));
+        }
+    }
 }
 
 impl fmt::Debug for Delivery {
@@ -278,48 +294,87 @@ impl Delivery {
             message,
             topic,
             attempt: attempt.max(1),
-            acker,
+            acker: Some(acker),
+        }
+    }
+
+    /// The message.
+    pub fn message(&self) -> &Message {
+        &self.message
+    }
+
+    /// The acker, taken for settling; the delivery is then dropped as settled.
+    fn settling(&mut self) -> Box<dyn Acker> {
+        match self.acker.take() {
+            Some(acker) => acker,
+            // Every settling method takes `self` by value, and only they and `drop` take it.
+            None => Box::new(Settled),
         }
     }
 
     /// Replaces the acker with one built around it, so a layer wrapping a [`Subscriber`]
     /// sees how each delivery is settled (the metrics wrapper and `longshore::testing`
     /// record ack, nack and dead-letter this way without touching the consumer runtime).
-    pub fn map_acker(self, f: impl FnOnce(Box<dyn Acker>) -> Box<dyn Acker>) -> Self {
-        Delivery {
-            acker: f(self.acker),
-            ..self
-        }
+    pub fn map_acker(mut self, f: impl FnOnce(Box<dyn Acker>) -> Box<dyn Acker>) -> Self {
+        let acker = self.settling();
+        self.acker = Some(f(acker));
+        self
     }
 
     /// Acknowledges the message.
-    pub async fn ack(self) -> Result<(), Error> {
-        self.acker.ack().await
+    pub async fn ack(mut self) -> Result<(), Error> {
+        let acker = self.settling();
+        // The message is freed before the broker is told, as before `Delivery` had a drop.
+        drop(self);
+        acker.ack().await
     }
 
     /// Returns the message for redelivery, after `delay` if given.
-    pub async fn nack(self, delay: Option<Duration>) -> Result<(), Error> {
-        self.acker.nack(delay).await
+    pub async fn nack(mut self, delay: Option<Duration>) -> Result<(), Error> {
+        let mut acker = self.settling();
+        acker.hold(std::mem::take(&mut self.message));
+        drop(self);
+        acker.nack(delay).await
     }
 
     /// Sends the message to `dlq.<subscription>` with `reason`, then removes it.
     pub async fn dead_letter(self, reason: impl Into<String>) -> Result<(), Error> {
-        let dead = DeadLetter::new(reason, self.attempt);
-        self.acker
-            .dead_letter(self.message, &self.topic, dead)
-            .await
+        let attempts = self.attempt;
+        self.dead_letter_after(reason, attempts).await
     }
 
     /// Like [`Delivery::dead_letter`] with an explicit attempt count.
     pub async fn dead_letter_after(
-        self,
+        mut self,
         reason: impl Into<String>,
         attempts: u32,
     ) -> Result<(), Error> {
         let dead = DeadLetter::new(reason, attempts);
-        self.acker
-            .dead_letter(self.message, &self.topic, dead)
-            .await
+        let acker = self.settling();
+        let message = std::mem::take(&mut self.message);
+        let topic = std::mem::take(&mut self.topic);
+        drop(self);
+        acker.dead_letter(message, &topic, dead).await
+    }
+}
+
+/// Stands in for an acker already taken: settling it does nothing.
+struct Settled;
+
+#[async_trait]
+impl Acker for Settled {
+    async fn ack(self: Box<Self>) -> Result<(), Error> {
+        Ok(())
+    }
+
+    fn hold(&mut self, _: Message) {}
+
+    async fn nack(self: Box<Self>, _: Option<Duration>) -> Result<(), Error> {
+        Ok(())
+    }
+
+    async fn dead_letter(self: Box<Self>, _: Message, _: &str, _: DeadLetter) -> Result<(), Error> {
+        Ok(())
     }
 }
 

@@ -103,7 +103,7 @@ async fn received(stream: &mut longshore_core::DeliveryStream, n: usize) -> Vec<
             .expect("in time")
             .expect("open")
             .expect("ok");
-        ids.push(d.message.id.clone());
+        ids.push(d.message().id.clone());
         d.ack().await.expect("ack");
     }
     ids

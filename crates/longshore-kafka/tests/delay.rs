@@ -51,10 +51,10 @@ async fn a_long_delay_does_not_hold_back_the_commit() {
         .await
         .expect("publish");
     let d = recv(&mut stream).await;
-    assert_eq!(d.message.id, first.id);
+    assert_eq!(d.message().id, first.id);
     d.nack(Some(Duration::from_secs(60))).await.expect("nack");
     let d = recv(&mut stream).await;
-    assert_eq!(d.message.id, second.id);
+    assert_eq!(d.message().id, second.id);
     d.ack().await.expect("ack");
     drop(stream);
     subscriber.close().await.expect("close commits");
@@ -93,18 +93,22 @@ async fn a_held_copy_survives_its_consumer_and_keeps_counting() {
     let d = recv(&mut stream).await;
     assert!(nacked_at.elapsed() >= delay, "redelivered before its time");
     assert_eq!(
-        (d.message.id.as_str(), d.topic.as_str()),
+        (d.message().id.as_str(), d.topic.as_str()),
         (m.id.as_str(), topic.as_str())
     );
     assert_eq!(d.attempt, 2, "the count goes on across the delay");
-    assert_eq!(d.message.headers, m.headers, "the delay's headers are gone");
-    assert_eq!(d.message.payload, m.payload);
+    assert_eq!(
+        d.message().headers,
+        m.headers,
+        "the delay's headers are gone"
+    );
+    assert_eq!(d.message().payload, m.payload);
     d.nack(Some(Duration::from_millis(200)))
         .await
         .expect("nack again");
     let d = recv(&mut stream).await;
     assert_eq!(d.attempt, 3);
-    assert_no_private_headers(&d.message.headers);
+    assert_no_private_headers(&d.message().headers);
     d.ack().await.expect("ack");
     expect_quiet(&mut stream, "a copy delivered twice").await;
     drop(stream);
@@ -155,12 +159,12 @@ async fn garbage_in_the_delay_topic_is_delivered_at_once() {
         .expect("produce to the delay topic");
     let d = recv(&mut stream).await;
     assert_eq!(
-        (d.message.id.as_str(), d.topic.as_str()),
+        (d.message().id.as_str(), d.topic.as_str()),
         ("garbage-1", topic.as_str())
     );
     assert_eq!(d.attempt, 1);
-    assert_no_private_headers(&d.message.headers);
-    assert!(!d.message.headers.contains_key(HEADER_DELIVER_AT));
+    assert_no_private_headers(&d.message().headers);
+    assert!(!d.message().headers.contains_key(HEADER_DELIVER_AT));
     d.ack().await.expect("ack");
     drop(stream);
     subscriber.close().await.expect("close");

@@ -133,8 +133,8 @@ async fn two_consumers_split_partitions() {
         let tx = tx.clone();
         tokio::spawn(async move {
             while let Some(Ok(d)) = s.next().await {
-                let id = d.message.id.clone();
-                let key = d.message.key.clone().unwrap_or_default();
+                let id = d.message().id.clone();
+                let key = d.message().key.clone().unwrap_or_default();
                 d.ack().await.expect("ack");
                 if tx.send((who, id, key)).is_err() {
                     break;
@@ -183,7 +183,7 @@ async fn failing_message_in_the_middle_is_not_skipped_by_later_commits() {
         .expect("batch");
     let mut held = None;
     for d in recv_n(&mut stream, 10).await {
-        if d.message.id == ids[3] {
+        if d.message().id == ids[3] {
             held = Some(d); // the "failing" one: never settled
         } else {
             d.ack().await.expect("ack");
@@ -210,7 +210,8 @@ async fn failing_message_in_the_middle_is_not_skipped_by_later_commits() {
     let mut stream = again.subscribe(&sub).await.expect("resubscribe");
     let first = recv(&mut stream).await;
     assert_eq!(
-        first.message.id, ids[3],
+        first.message().id,
+        ids[3],
         "the unsettled message comes first"
     );
     first.ack().await.expect("ack");
@@ -237,7 +238,7 @@ async fn slow_handler_pauses_and_resumes_without_loss() {
         .await
         .expect("batch");
     let first = recv(&mut stream).await;
-    assert_eq!(first.message.id, ids[0]);
+    assert_eq!(first.message().id, ids[0]);
     // The slow handler: the scenario itself, not a stand-in for an event.
     tokio::time::sleep(Duration::from_secs(2)).await;
     first.ack().await.expect("ack");
@@ -265,7 +266,7 @@ async fn one_aggregate_stays_in_order_across_event_types() {
     }
     for (topic, id) in &expected {
         let d = recv(&mut stream).await;
-        assert_eq!((&d.topic, &d.message.id), (topic, id));
+        assert_eq!((&d.topic, &d.message().id), (topic, id));
         d.ack().await.expect("ack");
     }
     subscriber.close().await.expect("close");

@@ -29,7 +29,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let delivery = delivery?;
         println!(
             "{} on {} (attempt {})",
-            delivery.message.id, delivery.topic, delivery.attempt
+            delivery.message().id,
+            delivery.topic,
+            delivery.attempt
         );
         delivery.ack().await?;
     }

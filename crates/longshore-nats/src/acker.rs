@@ -192,6 +192,9 @@ impl Acker for NatsAcker {
         self.send(reply, body).await
     }
 
+    /// The broker keeps the message until it is settled: nothing to hold.
+    fn hold(&mut self, _message: Message) {}
+
     async fn dead_letter(
         mut self: Box<Self>,
         message: Message,

@@ -92,12 +92,12 @@ async fn long_handler_keeps_its_message_with_in_progress_acks() {
         d = a.next() => (d.expect("a").expect("a ok"), b),
         d = b.next() => (d.expect("b").expect("b ok"), a),
     };
-    assert_eq!(d.message.id, m.id);
+    assert_eq!(d.message().id, m.id);
     // Four times ack_wait: without in-progress acks the other consumer would get it.
     if let Ok(Some(item)) = tokio::time::timeout(Duration::from_secs(4), other.next()).await {
         panic!(
             "redelivered while still being handled: {:?}",
-            item.map(|d| d.message.id)
+            item.map(|d| d.message().id.clone())
         );
     }
     d.ack().await.expect("ack");
@@ -136,9 +136,9 @@ async fn over_max_deliver_goes_to_the_dead_letters() {
         .await
         .expect("dlq");
     let dead = recv(&mut dlq).await;
-    assert_eq!(dead.message.id, m.id);
-    assert_eq!(dead.message.headers[HEADER_DLQ_ATTEMPTS], "3");
-    assert!(dead.message.headers[HEADER_DLQ_REASON].contains("max_deliver"));
+    assert_eq!(dead.message().id, m.id);
+    assert_eq!(dead.message().headers[HEADER_DLQ_ATTEMPTS], "3");
+    assert!(dead.message().headers[HEADER_DLQ_REASON].contains("max_deliver"));
     dead.ack().await.expect("ack");
 }
 

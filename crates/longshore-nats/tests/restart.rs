@@ -179,7 +179,7 @@ async fn server_restart_loses_no_acked_message() {
         while let Some(item) = stream.next().await {
             match item {
                 Ok(d) => {
-                    let id = d.message.id.clone();
+                    let id = d.message().id.clone();
                     // An ack lost in the restart only means a redelivery.
                     let _ = d.ack().await;
                     rec.lock().expect("lock").insert(id);

@@ -119,6 +119,9 @@ impl Acker for PgAcker {
 
     /// Moves the row to the subscription `dlq.<name>` in one statement; if that fails the
     /// delivery stays unsettled and its drop gives the message back for another try.
+    /// The broker keeps the message until it is settled: nothing to hold.
+    fn hold(&mut self, _message: Message) {}
+
     async fn dead_letter(
         mut self: Box<Self>,
         message: Message,

@@ -121,7 +121,7 @@ async fn next_within(
 async fn drain(stream: &mut DeliveryStream, quiet: Duration) -> Vec<(Message, String)> {
     let mut got = Vec::new();
     while let Some(d) = next_within(stream, quiet).await {
-        got.push((d.message.clone(), d.topic.clone()));
+        got.push((d.message().clone(), d.topic.clone()));
         d.ack().await.expect("ack");
     }
     got

@@ -99,7 +99,7 @@ async fn lease_expiry_redelivers() {
         .await
         .expect("stream")
         .expect("delivery");
-    assert_eq!(d.message.id, m.id);
+    assert_eq!(d.message().id, m.id);
     assert_eq!(d.attempt, 2);
     d.ack().await.expect("ack");
 }
@@ -217,7 +217,7 @@ async fn recovers_after_connections_are_terminated() {
         }
     })
     .await;
-    assert_eq!(got.message.id, after.id);
+    assert_eq!(got.message().id, after.id);
     got.ack().await.expect("ack");
     // The store recovers.
     within("append after termination", async {

@@ -120,7 +120,7 @@ async fn count_deliveries(
         while let Some(item) = stream.next().await {
             let Ok(delivery) = item else { continue };
             if let Ok(mut seen) = seen.lock() {
-                *seen.entry(delivery.message.id.clone()).or_default() += 1;
+                *seen.entry(delivery.message().id.clone()).or_default() += 1;
             }
             let _ = delivery.ack().await;
         }

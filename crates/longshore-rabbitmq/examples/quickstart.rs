@@ -18,7 +18,7 @@ async fn main() -> Result<(), longshore_core::Error> {
     let event = Message::new(&b"{}"[..]).with_key("order-42"); // key = aggregate id
     publisher.publish("orders.created", event).await?; // Ok = the broker's publisher confirm
     if let Some(Ok(delivery)) = deliveries.next().await {
-        println!("received {} on {}", delivery.message.id, delivery.topic);
+        println!("received {} on {}", delivery.message().id, delivery.topic);
         delivery.ack().await?;
     }
     subscriber.close().await?;

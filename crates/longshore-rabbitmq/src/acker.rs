@@ -216,6 +216,9 @@ impl Acker for RabbitAcker {
         }
     }
 
+    /// The broker keeps the message until it is settled: nothing to hold.
+    fn hold(&mut self, _message: Message) {}
+
     async fn dead_letter(
         mut self: Box<Self>,
         message: Message,

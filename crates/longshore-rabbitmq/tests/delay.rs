@@ -41,7 +41,7 @@ async fn a_delayed_nack_frees_the_prefetch_slot() {
     publisher.publish(&topic, b.clone()).await.expect("b");
 
     let first = recv(&mut stream).await;
-    assert_eq!(first.message.id, a.id);
+    assert_eq!(first.message().id, a.id);
     let nacked = Instant::now();
     first
         .nack(Some(Duration::from_secs(2)))
@@ -50,12 +50,13 @@ async fn a_delayed_nack_frees_the_prefetch_slot() {
     // With prefetch 1, `b` can only come if `a` no longer holds the slot.
     let second = recv(&mut stream).await;
     assert_eq!(
-        second.message.id, b.id,
+        second.message().id,
+        b.id,
         "the delayed message came back first"
     );
     second.ack().await.expect("ack b");
     let again = recv(&mut stream).await;
-    assert_eq!(again.message.id, a.id);
+    assert_eq!(again.message().id, a.id);
     assert!(
         nacked.elapsed() >= Duration::from_secs(2) - MARGIN,
         "back after {:?}",
@@ -103,7 +104,7 @@ async fn the_delay_survives_the_consumers_connection() {
         "back after {:?}",
         nacked.elapsed()
     );
-    assert_eq!(back.message, sent, "id, key, headers and payload");
+    assert_eq!(back.message(), &sent, "id, key, headers and payload");
     assert_eq!(back.topic, topic);
     assert_eq!(back.attempt, 2);
     back.ack().await.expect("ack");
@@ -135,11 +136,11 @@ async fn only_the_nacking_subscription_gets_it_back() {
         .await
         .expect("nack with delay");
     let other = recv(&mut acks).await;
-    assert_eq!(other.message.id, sent.id);
+    assert_eq!(other.message().id, sent.id);
     other.ack().await.expect("ack");
     // The event: the nacking subscription has its copy back.
     let back = recv(&mut nacks).await;
-    assert_eq!(back.message.id, sent.id);
+    assert_eq!(back.message().id, sent.id);
     assert_eq!(back.topic, topic);
     back.ack().await.expect("ack");
     // And the other subscription never gets a second one.
@@ -185,7 +186,7 @@ async fn a_scheduled_publish_reaches_every_matching_subscription_when_due() {
     for stream in &mut streams {
         // Published last, delivered first: nothing scheduled was handed out before it.
         let first = recv(stream).await;
-        assert_eq!(first.message.id, now.id, "a scheduled message came early");
+        assert_eq!(first.message().id, now.id, "a scheduled message came early");
         first.ack().await.expect("ack");
         let mut due = Vec::new();
         for _ in 0..2 {
@@ -194,7 +195,7 @@ async fn a_scheduled_publish_reaches_every_matching_subscription_when_due() {
             assert!(seen >= when, "delivered at {seen}, before its time {when}");
             assert_eq!(d.topic, topic);
             assert_eq!(d.attempt, 1);
-            due.push(d.message.clone());
+            due.push(d.message().clone());
             d.ack().await.expect("ack");
         }
         due.sort_by_key(|m| m.id != single.id);

@@ -110,7 +110,7 @@ async fn a_seed_rejected_message_lists_with_reason_and_topic_and_replays() {
         .await
         .expect("open")
         .expect("delivery");
-    assert_eq!(letter.message.id, bad_id);
+    assert_eq!(letter.message().id, bad_id);
     letter.nack(None).await.expect("give back");
     drop(dlq);
 
@@ -146,9 +146,9 @@ async fn a_seed_rejected_message_lists_with_reason_and_topic_and_replays() {
         .await
         .expect("open")
         .expect("delivery");
-    assert_eq!(again.message.id, bad_id);
+    assert_eq!(again.message().id, bad_id);
     assert_eq!(again.topic, topic);
-    assert!(!again.message.headers.contains_key(HEADER_DLQ_REASON));
+    assert!(!again.message().headers.contains_key(HEADER_DLQ_REASON));
     again.ack().await.expect("ack");
     drop(stream);
     let publisher: Arc<dyn Publisher> = publisher;

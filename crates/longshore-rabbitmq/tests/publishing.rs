@@ -285,7 +285,7 @@ async fn rejected_by_a_seed_service_lands_in_the_dlq_too() {
         .await
         .expect("reject");
     let dead = longshore_testkit::recv(&mut dlq).await;
-    assert_eq!(dead.message.id, m.id);
+    assert_eq!(dead.message().id, m.id);
     dead.ack().await.expect("ack");
 }
 

@@ -146,7 +146,7 @@ async fn attempts_are_exact_and_a_dead_letter_starts_at_one() {
     let d = recv(&mut stream).await;
     assert_eq!(d.attempt, 4);
     assert_eq!(
-        d.message
+        d.message()
             .headers
             .get("x-delivery-count")
             .map(String::as_str),
@@ -160,7 +160,7 @@ async fn attempts_are_exact_and_a_dead_letter_starts_at_one() {
     let letter = recv(&mut dead).await;
     // The dead letter's count is its own queue's, not the original's 3.
     assert_eq!(letter.attempt, 1);
-    assert!(!letter.message.headers.contains_key("x-delivery-count"));
+    assert!(!letter.message().headers.contains_key("x-delivery-count"));
     letter.ack().await.expect("ack");
     drop((stream, dead));
     delete(&name).await;

@@ -54,7 +54,7 @@ async fn ten_thousand_messages_survive_two_forced_disconnects() {
         while let Some(item) = stream.next().await {
             match item {
                 Ok(d) => {
-                    let id = d.message.id.clone();
+                    let id = d.message().id.clone();
                     // An ack on a channel that died is an error; the broker redelivers.
                     let _ = d.ack().await;
                     if seen_tx.send(id).is_err() {
@@ -188,7 +188,7 @@ async fn broker_restart_mid_stream() {
     tokio::spawn(async move {
         while let Some(item) = stream.next().await {
             if let Ok(d) = item {
-                let id = d.message.id.clone();
+                let id = d.message().id.clone();
                 let _ = d.ack().await;
                 if seen_tx.send(id).is_err() {
                     break;

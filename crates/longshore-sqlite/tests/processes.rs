@@ -70,7 +70,7 @@ async fn child() {
                 }
                 let next = tokio::time::timeout(Duration::from_millis(200), stream.next()).await;
                 if let Ok(Some(Ok(d))) = next {
-                    let id = d.message.id.clone();
+                    let id = d.message().id.clone();
                     // Recorded before the ack, so a kill between the two loses nothing
                     // unaccounted: the message is then delivered again.
                     broker

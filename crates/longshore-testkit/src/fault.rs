@@ -337,7 +337,7 @@ async fn consume(
             // Counted on receipt: an ack that fails in the fault is redelivered, and shows up
             // as a duplicate, not as a loss.
             if let Ok(mut seen) = seen.lock() {
-                *seen.entry(delivery.message.id.clone()).or_default() += 1;
+                *seen.entry(delivery.message().id.clone()).or_default() += 1;
             }
             let _ = delivery.ack().await;
         }

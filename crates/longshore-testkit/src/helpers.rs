@@ -114,7 +114,7 @@ pub async fn drain_ids(stream: &mut DeliveryStream, n: usize) -> Vec<String> {
     let mut ids = Vec::with_capacity(n);
     for _ in 0..n {
         let d = recv(stream).await;
-        ids.push(d.message.id.clone());
+        ids.push(d.message().id.clone());
         d.ack().await.expect("ack");
     }
     ids
@@ -143,7 +143,7 @@ pub fn spawn_acking(
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         while let Some(Ok(d)) = stream.next().await {
-            let id = d.message.id.clone();
+            let id = d.message().id.clone();
             d.ack().await.expect("ack");
             if ids.send(id).is_err() {
                 break;

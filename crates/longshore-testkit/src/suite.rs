@@ -96,6 +96,7 @@ macro_rules! __broker_scenarios {
             ]
             settlement_conformance: settlement [
                 nack_redelivers,
+                redelivered_message_is_whole,
                 nack_with_delay_redelivers,
                 delayed_nack_waits_before_redelivery if native_delay,
                 unacked_message_blocks_next_with_prefetch_one,

@@ -135,7 +135,10 @@ pub async fn dead_letter(
     let ids: Vec<String> = events.iter().map(|e| e.id.to_string()).collect();
     for _ in 0..n {
         let d = next(stream).await;
-        let i = ids.iter().position(|id| *id == d.message.id).expect("ours");
+        let i = ids
+            .iter()
+            .position(|id| *id == d.message().id)
+            .expect("ours");
         d.dead_letter_after(reason(i), 3)
             .await
             .expect("dead letter");

@@ -94,7 +94,7 @@ impl<'a> Pass<'a> {
                 }
                 Ok(Some(Ok(delivery))) => {
                     self.read += 1;
-                    let record = DeadLetterRecord::from_message(delivery.message.clone());
+                    let record = DeadLetterRecord::from_message(delivery.message().clone());
                     return Ok(Some((record, delivery)));
                 }
             }
@@ -121,7 +121,7 @@ impl<'a> Pass<'a> {
             // Append each kept letter at the tail, confirmed, before settling its old place.
             let mut first_error = None;
             for delivery in held {
-                let copy = delivery.message.clone();
+                let copy = delivery.message().clone();
                 match self.publisher.publish(&self.dlq.name, copy).await {
                     Ok(()) => delivery.ack().await?,
                     Err(e) => {

@@ -33,16 +33,45 @@ impl Slots {
 }
 
 pub(super) struct MemoryAcker {
-    /// `Some` until settled; a drop while `Some` requeues the message.
-    pub(super) entry: Option<Entry>,
+    /// The delivered message's topic and attempt: `Some` until settled.
+    pub(super) pending: Option<(Arc<str>, u32)>,
+    /// The delivered message, once handed back ([`Acker::hold`]) for a nack or an unsettled
+    /// drop: the delivery owns it until then, so no copy is kept here.
+    pub(super) message: Option<Message>,
     pub(super) slots: Arc<Slots>,
+}
+
+impl MemoryAcker {
+    /// The message back as a queue entry, for another attempt.
+    fn retry_entry(&mut self) -> Option<Entry> {
+        let (topic, attempt) = self.pending.take()?;
+        self.slots.release();
+        let Some(message) = self.message.take() else {
+            // Only a settlement given up half-way (its future dropped before it ran) gets
+            // here: the message went with it and cannot be put back.
+            tracing::warn!(queue = %self.slots.queue.name, "memory: a delivery was dropped without its message; it cannot be redelivered");
+            self.slots.queue.settle();
+            return None;
+        };
+        Some(Entry {
+            message,
+            topic,
+            attempt: attempt.saturating_add(1),
+        })
+    }
+
+    /// Done with the message (acked or dead-lettered).
+    fn settled(&mut self) {
+        if self.pending.take().is_some() {
+            self.slots.release();
+            self.slots.queue.settle();
+        }
+    }
 }
 
 impl Drop for MemoryAcker {
     fn drop(&mut self) {
-        if let Some(mut entry) = self.entry.take() {
-            entry.attempt += 1;
-            self.slots.release();
+        if let Some(entry) = self.retry_entry() {
             self.slots.queue.requeue(entry);
         }
     }
@@ -50,20 +79,19 @@ impl Drop for MemoryAcker {
 
 #[async_trait]
 impl Acker for MemoryAcker {
+    fn hold(&mut self, message: Message) {
+        self.message = Some(message);
+    }
+
     async fn ack(mut self: Box<Self>) -> Result<(), Error> {
-        if self.entry.take().is_some() {
-            self.slots.release();
-            self.slots.queue.settle();
-        }
+        self.settled();
         Ok(())
     }
 
     async fn nack(mut self: Box<Self>, delay: Option<Duration>) -> Result<(), Error> {
-        let Some(mut entry) = self.entry.take() else {
+        let Some(entry) = self.retry_entry() else {
             return Ok(());
         };
-        entry.attempt += 1;
-        self.slots.release();
         match delay {
             None | Some(Duration::ZERO) => self.slots.queue.requeue(entry),
             Some(delay) => {
@@ -87,13 +115,13 @@ impl Acker for MemoryAcker {
     ) -> Result<(), Error> {
         let queue = &self.slots.queue;
         let dlq = dead_letter_topic(&queue.name);
+        // Kept until the letter is stored: if the dead-letter queue refuses, the drop
+        // requeues it (a copy on this rare path only).
+        self.message = Some(message.clone());
         let letter = dead_letter_message(message, topic, &queue.name, &dead);
-        // Publish first, settle after: if the dead-letter queue refuses, the drop requeues.
         self.slots.client.route_one(&dlq, letter).await?;
-        if self.entry.take().is_some() {
-            self.slots.release();
-            self.slots.queue.settle();
-        }
+        self.message = None;
+        self.settled();
         Ok(())
     }
 }

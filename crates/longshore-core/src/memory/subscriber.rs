@@ -138,17 +138,15 @@ impl Reader {
             topic,
             attempt,
         } = entry;
-        // The acker keeps its own copy so that an unsettled drop can requeue the message
-        // (payload bytes are shared, not copied).
+        // No copy of the message: a nack or an unsettled drop hands it back to the acker
+        // (`Acker::hold`) to requeue.
+        let delivered_topic = topic.to_string();
         let acker = MemoryAcker {
-            entry: Some(Entry {
-                message: message.clone(),
-                topic: topic.clone(),
-                attempt,
-            }),
+            pending: Some((topic, attempt)),
+            message: None,
             slots: self.slots.clone(),
         };
-        Delivery::new(message, topic.to_string(), attempt, Box::new(acker))
+        Delivery::new(message, delivered_topic, attempt, Box::new(acker))
     }
 
     pub(super) async fn next(&self) -> Option<Delivery> {

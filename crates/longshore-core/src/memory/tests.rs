@@ -77,7 +77,7 @@ async fn a_fanned_out_batch_reaches_every_subscription_complete_and_in_order() {
     for stream in [&mut a, &mut b] {
         for id in &ids {
             let d = stream.next().await.expect("open").expect("delivery");
-            assert_eq!(&d.message.id, id);
+            assert_eq!(&d.message().id, id);
             assert_eq!(d.topic, "orders.created");
             d.ack().await.expect("ack");
         }
@@ -109,14 +109,14 @@ async fn a_cancelled_publish_does_not_swallow_the_next_wakeup() {
     });
     let mut stream = subscriber.subscribe(&sub).await.expect("subscribe");
     let d = stream.next().await.expect("open").expect("delivery");
-    assert_eq!(&d.message.payload[..], b"first");
+    assert_eq!(&d.message().payload[..], b"first");
     d.ack().await.expect("ack");
     waiting
         .await
         .expect("task")
         .expect("woken once there was room");
     let d = stream.next().await.expect("open").expect("delivery");
-    assert_eq!(&d.message.payload[..], b"second");
+    assert_eq!(&d.message().payload[..], b"second");
     d.ack().await.expect("ack");
 }
 
@@ -132,7 +132,7 @@ async fn a_consumer_dropped_while_parked_leaves_the_next_one_wakeable() {
     let mut stream = subscriber.subscribe(&sub).await.expect("subscribe");
     let next = tokio::spawn(async move {
         let d = stream.next().await.expect("open").expect("delivery");
-        let payload = d.message.payload.clone();
+        let payload = d.message().payload.clone();
         d.ack().await.expect("ack");
         payload
     });
@@ -219,7 +219,7 @@ async fn a_new_subscription_invalidates_cached_routes() {
         .await
         .expect("publish");
     let d = first.next().await.expect("open").expect("delivery");
-    assert_eq!(&d.message.payload[..], b"one");
+    assert_eq!(&d.message().payload[..], b"one");
     d.ack().await.expect("ack");
     // A second binding on the cached topic is seen too.
     let mut second = subscriber
@@ -232,7 +232,7 @@ async fn a_new_subscription_invalidates_cached_routes() {
         .expect("publish");
     for stream in [&mut first, &mut second] {
         let d = stream.next().await.expect("open").expect("delivery");
-        assert_eq!(&d.message.payload[..], b"two");
+        assert_eq!(&d.message().payload[..], b"two");
         d.ack().await.expect("ack");
     }
 }

@@ -103,7 +103,7 @@ impl Subscriber for ObservedSubscriber {
                         backend,
                         subscription = %name,
                         topic = %delivery.topic,
-                        message_id = %delivery.message.id,
+                        message_id = %delivery.message().id,
                         attempt = delivery.attempt,
                         trace_id = tracing::field::Empty,
                     );
@@ -111,7 +111,7 @@ impl Subscriber for ObservedSubscriber {
                     let parent = if span.is_disabled() {
                         None
                     } else {
-                        TraceContext::from_headers(&delivery.message.headers)
+                        TraceContext::from_headers(&delivery.message().headers)
                     };
                     if let Some(parent) = &parent {
                         span.record("trace_id", parent.trace_id_hex());
@@ -193,6 +193,10 @@ impl Acker for ObservedAcker {
         let result = this.inner.nack(delay).await;
         observe_settle(&this.metrics, &result, &this.metrics.nacked);
         result
+    }
+
+    fn hold(&mut self, message: Message) {
+        self.inner.hold(message);
     }
 
     async fn dead_letter(

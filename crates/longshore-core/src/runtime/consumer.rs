@@ -451,14 +451,18 @@ async fn fetch(
 ) {
     let slots = Arc::new(Semaphore::new(held));
     let mut gate = settler.flow.gate();
+    // One stop future for the whole loop: made anew in each wait, it would register with and
+    // unregister from the stop signal three times per message.
+    let stop = stopped(stop);
+    tokio::pin!(stop);
     loop {
         let permit = tokio::select! {
-            _ = stopped(stop) => return,
+            _ = &mut stop => return,
             permit = slots.clone().acquire_owned() => permit,
         };
         let Ok(permit) = permit else { return };
         let next = tokio::select! {
-            _ = stopped(stop) => return,
+            _ = &mut stop => return,
             next = stream.next() => next,
         };
         let delivery = match next {
@@ -481,7 +485,7 @@ async fn fetch(
         // one delivery at most, within the prefetch.
         tokio::select! {
             biased;
-            _ = stopped(stop) => {
+            _ = &mut stop => {
                 // Never admitted, so its key is not in flight: give it back without releasing.
                 let mut job = job;
                 job.key = None;

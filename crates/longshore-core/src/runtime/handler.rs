@@ -13,8 +13,8 @@ use crate::store::StoreError;
 /// What a handler knows about the message it handles, beside the event itself.
 #[derive(Clone, Debug)]
 pub struct HandlerContext {
-    /// The subscription consuming the message.
-    pub subscription: String,
+    /// The subscription consuming the message (shared by all its messages' contexts).
+    pub subscription: Arc<str>,
     /// The topic the message was published to.
     pub topic: String,
     /// 1-based attempt number (broker redeliveries and in-process retries both count).

@@ -49,7 +49,7 @@ impl Lanes {
     /// Wraps a taken delivery. Keys are hashed (no copy of the key per message): two keys with
     /// the same 64-bit hash would share a lane, which costs parallelism, never order.
     pub fn job(&self, delivery: Delivery, permit: OwnedSemaphorePermit) -> Job {
-        let key = match (&delivery.message.key, self.ordered) {
+        let key = match (&delivery.message().key, self.ordered) {
             (Some(key), true) => Some(self.hasher.hash_one(key)),
             _ => None,
         };
@@ -94,6 +94,10 @@ impl Lanes {
 
     /// The next ready job (cancel-safe: a job is taken only when this resolves).
     pub async fn next(&self) -> Job {
+        // A busy pool finds a job waiting: take it without registering for the signal.
+        if let Some(job) = lock(&self.ready).pop_front() {
+            return job;
+        }
         loop {
             // Registered before looking, so a job made ready in between is not missed.
             let signal = self.ready_signal.notified();

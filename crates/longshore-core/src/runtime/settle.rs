@@ -17,7 +17,8 @@ use crate::retry::RetryPolicy;
 /// What one consumer's workers and batch runners share.
 pub(crate) struct Settler {
     pub backend: &'static str,
-    pub subscription: String,
+    /// Shared with every handler's context, so no copy of the name is made per message.
+    pub subscription: Arc<str>,
     pub retry: RetryPolicy,
     pub inbox: Option<Arc<dyn Inbox>>,
     pub counters: Arc<Counters>,
@@ -86,7 +87,7 @@ impl Settler {
         };
         Settler {
             backend,
-            subscription,
+            subscription: subscription.into(),
             retry,
             inbox,
             counters,
@@ -137,7 +138,7 @@ impl Settler {
     /// Acks a job whose handler succeeded, recording it in the inbox first.
     pub async fn handled(&self, job: Job) {
         if let Some(inbox) = &self.inbox {
-            let id: &str = &job.delivery.message.id;
+            let id: &str = &job.delivery.message().id;
             if let Err(e) = inbox.mark_processed(&self.subscription, id).await {
                 tracing::warn!(error = %e, "could not record message in inbox; it may be handled again");
             }

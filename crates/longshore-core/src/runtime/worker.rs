@@ -60,10 +60,15 @@ impl Worker {
     /// One worker: takes ready jobs until `halt`; jobs not started by then stay in the lanes
     /// for shutdown to give back.
     pub async fn run(self: Arc<Self>, mut halt: watch::Receiver<bool>) {
+        // One halt future for the worker's life, not one per job (each would register with
+        // and unregister from the signal); `halt` itself goes on to the retry waits.
+        let mut watched = halt.clone();
+        let halted = stopped(&mut watched);
+        tokio::pin!(halted);
         loop {
             let job = tokio::select! {
                 biased;
-                _ = stopped(&mut halt) => return,
+                _ = &mut halted => return,
                 job = self.settler.lanes.next() => job,
             };
             self.process(job, &mut halt).await;
@@ -74,7 +79,7 @@ impl Worker {
         let delivery = &job.delivery;
         // Continue the trace the message carries (or start one for a message that has none,
         // from a publisher that does not trace), so whatever the handler publishes joins it.
-        let parent = TraceContext::from_headers(&delivery.message.headers);
+        let parent = TraceContext::from_headers(&delivery.message().headers);
         let trace = parent
             .as_ref()
             .map_or_else(TraceContext::new_root, TraceContext::child);
@@ -84,7 +89,7 @@ impl Worker {
             backend = settler.backend,
             subscription = %settler.subscription,
             topic = %delivery.topic,
-            message_id = %delivery.message.id,
+            message_id = %delivery.message().id,
             event_type = tracing::field::Empty,
             attempt = delivery.attempt,
             trace_id = %trace.trace_id_display(),
@@ -93,7 +98,7 @@ impl Worker {
             attach(&span, parent);
         }
         async move {
-            match timing_now(&job.delivery.message) {
+            match timing_now(&job.delivery.message()) {
                 Timing::Due => {}
                 Timing::Early(left) => return settler.defer(job, left).await,
                 Timing::Expired => return settler.expired(job, self.expired).await,
@@ -102,7 +107,7 @@ impl Worker {
                     return settler.dead_letter(job, reason, attempts).await;
                 }
             }
-            let event = match self.codec.decode(&job.delivery.message) {
+            let event = match self.codec.decode(&job.delivery.message()) {
                 Ok(event) => Arc::new(event),
                 Err(e) => {
                     let attempts = job.delivery.attempt;
@@ -121,7 +126,7 @@ impl Worker {
                     }
                 };
             };
-            match settler.seen_before(&job.delivery.message.id).await {
+            match settler.seen_before(&job.delivery.message().id).await {
                 Some(false) => {}
                 Some(true) => {
                     Counters::inc(&settler.counters.duplicates);

@@ -86,7 +86,7 @@ pub async fn one_trace_from_producer_to_consumer(
         .expect("a delivery")
         .expect("no stream error");
     let traceparent = delivery
-        .message
+        .message()
         .headers
         .get(longshore::observe::HEADER_TRACEPARENT)
         .cloned()

@@ -241,11 +241,12 @@ async fn run(f: &Fixture, name: &str) {
         DeadLettered(why) => {
             let dead = recv(&mut dlq).await;
             assert_eq!(
-                dead.message.id, bad_id,
+                dead.message().id,
+                bad_id,
                 "{name}: a different message was dead-lettered"
             );
             let reason = dead
-                .message
+                .message()
                 .headers
                 .get(HEADER_DLQ_REASON)
                 .cloned()

@@ -94,8 +94,8 @@ pub async fn batch_outcomes_settle_each_delivery(f: &Fixture) {
     for _ in 0..13 {
         let dead = recv(&mut dlq).await;
         reasons.insert(
-            dead.message.id.clone(),
-            dead.message.headers[HEADER_DLQ_REASON].clone(),
+            dead.message().id.clone(),
+            dead.message().headers[HEADER_DLQ_REASON].clone(),
         );
         dead.ack().await.expect("ack dead letter");
     }

@@ -41,7 +41,7 @@ async fn round_trip(f: &Fixture, codec: CloudEventsCodec) {
         .await
         .expect("publish a CloudEvent");
     let delivery = recv(&mut stream).await;
-    let headers = &delivery.message.headers;
+    let headers = &delivery.message().headers;
     match codec.mode() {
         ContentMode::Binary => {
             let p = codec.binding().prefix();
@@ -64,12 +64,12 @@ async fn round_trip(f: &Fixture, codec: CloudEventsCodec) {
             let ct = headers.get("content-type").cloned().unwrap_or_default();
             assert!(ct.starts_with("application/cloudevents+json"), "{ct:?}");
             let body: serde_json::Value =
-                serde_json::from_slice(&delivery.message.payload).expect("a JSON body");
+                serde_json::from_slice(&delivery.message().payload).expect("a JSON body");
             assert_eq!(body["specversion"], "1.0");
             assert_eq!(body["id"], sent.id.to_string());
         }
     }
-    let back = JsonCodec.decode(&delivery.message).expect("decodes");
+    let back = JsonCodec.decode(&delivery.message()).expect("decodes");
     assert_eq!(
         (&back.id, &back.event_type, &back.timestamp, &back.data),
         (&sent.id, &sent.event_type, &sent.timestamp, &sent.data)
@@ -216,9 +216,9 @@ pub async fn cloudevents_from_a_raw_client_decode(f: &Fixture) {
         ]
     );
     let dead = recv(&mut dlq).await;
-    assert_eq!(dead.message.id, "raw-3");
+    assert_eq!(dead.message().id, "raw-3");
     let reason = dead
-        .message
+        .message()
         .headers
         .get(HEADER_DLQ_REASON)
         .cloned()

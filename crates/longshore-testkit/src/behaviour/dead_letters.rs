@@ -25,16 +25,16 @@ pub async fn dead_letter_carries_reason_and_topic(f: &Fixture) {
         .await
         .expect("dead letter");
     let dead = recv(&mut dlq).await;
-    assert_eq!(dead.message.id, m.id);
-    assert_eq!(dead.message.payload, m.payload);
-    assert_eq!(dead.message.headers["seq"], "7");
+    assert_eq!(dead.message().id, m.id);
+    assert_eq!(dead.message().payload, m.payload);
+    assert_eq!(dead.message().headers["seq"], "7");
     assert_eq!(
-        dead.message.headers[HEADER_DLQ_REASON],
+        dead.message().headers[HEADER_DLQ_REASON],
         "boom: cannot handle"
     );
-    assert_eq!(dead.message.headers[HEADER_DLQ_TOPIC], topic);
-    assert_eq!(dead.message.headers[HEADER_DLQ_SUBSCRIPTION], sub.name);
-    assert_eq!(dead.message.headers[HEADER_DLQ_ATTEMPTS], "3");
+    assert_eq!(dead.message().headers[HEADER_DLQ_TOPIC], topic);
+    assert_eq!(dead.message().headers[HEADER_DLQ_SUBSCRIPTION], sub.name);
+    assert_eq!(dead.message().headers[HEADER_DLQ_ATTEMPTS], "3");
     dead.ack().await.expect("ack dead letter");
     expect_quiet(
         &mut stream,
@@ -58,8 +58,8 @@ pub async fn dead_letters_can_be_replayed(f: &Fixture) {
         .await
         .expect("dead letter");
     let dead = recv(&mut dlq).await;
-    let original = dead.message.headers[HEADER_DLQ_TOPIC].clone();
-    let mut replay = dead.message.clone();
+    let original = dead.message().headers[HEADER_DLQ_TOPIC].clone();
+    let mut replay = dead.message().clone();
     replay.headers.retain(|k, _| !k.starts_with("x-"));
     s.publisher
         .publish(&original, replay)
@@ -67,8 +67,8 @@ pub async fn dead_letters_can_be_replayed(f: &Fixture) {
         .expect("replay");
     dead.ack().await.expect("ack dead letter");
     let again = recv(&mut stream).await;
-    assert_eq!(again.message.id, m.id);
-    assert_eq!(again.message.payload, m.payload);
+    assert_eq!(again.message().id, m.id);
+    assert_eq!(again.message().payload, m.payload);
     again.ack().await.expect("ack");
 }
 
@@ -91,9 +91,9 @@ pub async fn poison_body_dead_lettered_consumer_continues(f: &Fixture) {
         Some("o-2")
     );
     let dead = recv(&mut dlq).await;
-    assert_eq!(dead.message.id, poison.id);
-    assert_eq!(dead.message.payload, poison.payload);
-    assert!(dead.message.headers[HEADER_DLQ_REASON].contains("undecodable"));
+    assert_eq!(dead.message().id, poison.id);
+    assert_eq!(dead.message().payload, poison.payload);
+    assert!(dead.message().headers[HEADER_DLQ_REASON].contains("undecodable"));
     dead.ack().await.expect("ack");
     let stats = consumer.shutdown(SHUTDOWN).await;
     assert_eq!((stats.acked, stats.dead_lettered), (1, 1));
@@ -136,9 +136,9 @@ pub async fn malformed_inputs_are_dead_lettered_with_reason(f: &Fixture) {
     for _ in 0..expected.len() {
         let dead = recv(&mut dlq).await;
         let label = expected
-            .remove(&dead.message.id)
+            .remove(&dead.message().id)
             .expect("a message we sent, once");
-        let reason = &dead.message.headers[HEADER_DLQ_REASON];
+        let reason = &dead.message().headers[HEADER_DLQ_REASON];
         assert!(!reason.is_empty(), "{label}: empty reason");
         dead.ack().await.expect("ack");
     }
@@ -155,8 +155,8 @@ pub async fn unknown_event_type_dead_lettered(f: &Fixture) {
     let event = Event::new("order_shipped", serde_json::json!({"order_id": "o-1"}));
     s.publish_event(&topic, &event).await;
     let dead = recv(&mut dlq).await;
-    assert_eq!(dead.message.id, event.id.to_string());
-    assert!(dead.message.headers[HEADER_DLQ_REASON].contains("order_shipped"));
+    assert_eq!(dead.message().id, event.id.to_string());
+    assert!(dead.message().headers[HEADER_DLQ_REASON].contains("order_shipped"));
     dead.ack().await.expect("ack");
     let stats = consumer.shutdown(SHUTDOWN).await;
     assert_eq!(stats.dead_lettered, 1);

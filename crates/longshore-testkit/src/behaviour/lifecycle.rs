@@ -22,7 +22,7 @@ pub async fn reopen_repeatedly_without_loss(f: &Fixture) {
         let mut stream = s.subscribe(&sub).await;
         // Ack two, leave one unsettled and drop it with the stream: it must come back.
         for d in recv_n(&mut stream, 2).await {
-            got.insert(d.message.id.clone());
+            got.insert(d.message().id.clone());
             d.ack().await.expect("ack");
         }
         let unsettled = recv(&mut stream).await;
@@ -32,7 +32,7 @@ pub async fn reopen_repeatedly_without_loss(f: &Fixture) {
     let mut stream = s.subscribe(&sub).await;
     while got.len() < expected.len() {
         let d = recv(&mut stream).await;
-        got.insert(d.message.id.clone());
+        got.insert(d.message().id.clone());
         d.ack().await.expect("ack");
     }
     assert_eq!(got, expected);

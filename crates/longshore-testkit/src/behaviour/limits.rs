@@ -21,8 +21,8 @@ pub async fn large_payload_at_limit(f: &Fixture) {
     let m = Message::new(payload);
     s.publish(&topic, m.clone()).await;
     let d = recv(&mut stream).await;
-    assert_eq!(d.message.payload.len(), size);
-    assert_eq!(d.message.payload, m.payload);
+    assert_eq!(d.message().payload.len(), size);
+    assert_eq!(d.message().payload, m.payload);
     d.ack().await.expect("ack");
 }
 

@@ -21,11 +21,11 @@ pub async fn publish_then_subscribe_keeps_id_payload_headers_key(f: &Fixture) {
         .with_header("unicode", "注文 ✓");
     s.publish(&topic, sent.clone()).await;
     let d = recv(&mut stream).await;
-    assert_eq!(d.message.id, sent.id);
-    assert_eq!(d.message.payload, sent.payload);
-    assert_eq!(d.message.key.as_deref(), Some("order-42"));
+    assert_eq!(d.message().id, sent.id);
+    assert_eq!(d.message().payload, sent.payload);
+    assert_eq!(d.message().key.as_deref(), Some("order-42"));
     for (k, v) in &sent.headers {
-        assert_eq!(d.message.headers.get(k), Some(v), "header {k}");
+        assert_eq!(d.message().headers.get(k), Some(v), "header {k}");
     }
     assert_eq!(d.topic, topic);
     assert_eq!(d.attempt, 1);
@@ -167,7 +167,7 @@ pub async fn many_topics_at_once(f: &Fixture) {
     for (t, (topic, stream)) in streams.iter_mut().enumerate() {
         for d in recv_n(stream, 10).await {
             assert_eq!(&d.topic, topic);
-            let seq: usize = d.message.headers["seq"].parse().expect("seq");
+            let seq: usize = d.message().headers["seq"].parse().expect("seq");
             assert_eq!(seq / 100, t, "message of another topic");
             d.ack().await.expect("ack");
         }

@@ -65,10 +65,10 @@ pub async fn retries_exhausted_go_to_dlq(f: &Fixture) {
     let event = event_of(&created(1));
     s.publish_event(&topic, &event).await;
     let dead = recv(&mut dlq).await;
-    assert_eq!(dead.message.id, event.id.to_string());
-    assert_eq!(dead.message.headers[HEADER_DLQ_TOPIC], topic);
-    assert_eq!(dead.message.headers[HEADER_DLQ_ATTEMPTS], "3");
-    assert!(dead.message.headers[HEADER_DLQ_REASON].contains("payment provider down"));
+    assert_eq!(dead.message().id, event.id.to_string());
+    assert_eq!(dead.message().headers[HEADER_DLQ_TOPIC], topic);
+    assert_eq!(dead.message().headers[HEADER_DLQ_ATTEMPTS], "3");
+    assert!(dead.message().headers[HEADER_DLQ_REASON].contains("payment provider down"));
     dead.ack().await.expect("ack");
     let stats = consumer.shutdown(SHUTDOWN).await;
     assert_eq!((stats.dead_lettered, stats.retried, stats.acked), (1, 2, 0));
@@ -90,8 +90,8 @@ pub async fn permanent_error_goes_to_dlq_at_once(f: &Fixture) {
         .expect("start");
     s.publish_event(&topic, &event_of(&created(1))).await;
     let dead = recv(&mut dlq).await;
-    assert!(dead.message.headers[HEADER_DLQ_REASON].contains("order total is negative"));
-    assert_eq!(dead.message.headers[HEADER_DLQ_ATTEMPTS], "1");
+    assert!(dead.message().headers[HEADER_DLQ_REASON].contains("order total is negative"));
+    assert_eq!(dead.message().headers[HEADER_DLQ_ATTEMPTS], "1");
     dead.ack().await.expect("ack");
     let stats = consumer.shutdown(SHUTDOWN).await;
     assert_eq!((stats.dead_lettered, stats.retried), (1, 0));

@@ -19,7 +19,7 @@ pub async fn topic_isolation(f: &Fixture) {
     // The other subscription has all five before we look at ours.
     drain_ids(&mut other_stream, 5).await;
     let d = recv(&mut stream).await;
-    assert_eq!(d.message.id, marker.id);
+    assert_eq!(d.message().id, marker.id);
     assert_eq!(d.topic, mine);
     d.ack().await.expect("ack");
     expect_quiet(&mut stream, "messages of another topic").await;
@@ -46,8 +46,8 @@ pub async fn fanout_and_competing_consumers(f: &Fixture) {
     // With prefetch 1 each consumer holds one message at a time, so both must take part.
     let first_a = recv(&mut a).await;
     let first_b = recv(&mut b).await;
-    assert_ne!(first_a.message.id, first_b.message.id);
-    let mut got = BTreeSet::from([first_a.message.id.clone(), first_b.message.id.clone()]);
+    assert_ne!(first_a.message().id, first_b.message().id);
+    let mut got = BTreeSet::from([first_a.message().id.clone(), first_b.message().id.clone()]);
     first_a.ack().await.expect("ack");
     first_b.ack().await.expect("ack");
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();

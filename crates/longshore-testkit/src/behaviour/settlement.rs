@@ -20,7 +20,7 @@ pub async fn nack_redelivers(f: &Fixture) {
     let mut nacked_once = HashSet::new();
     while acked.len() < ids.len() {
         let d = recv(&mut stream).await;
-        let id = d.message.id.clone();
+        let id = d.message().id.clone();
         if nacked_once.insert(id.clone()) {
             d.nack(None).await.expect("nack");
         } else {
@@ -29,6 +29,38 @@ pub async fn nack_redelivers(f: &Fixture) {
         }
     }
     assert_eq!(acked, ids.into_iter().collect());
+}
+
+/// A nacked message, and then one whose delivery is dropped unsettled while its consumer
+/// stays, comes back whole: id, key, payload and every header as published. (The in-memory
+/// broker keeps no copy of a delivered message; the delivery hands it back.)
+pub async fn redelivered_message_is_whole(f: &Fixture) {
+    let s = f.scene();
+    let (topic, mut stream) = s.open("whole").await;
+    let sent = message(1)
+        .with_key("key-1")
+        .with_header("note", "kept across redeliveries");
+    s.publish(&topic, sent.clone()).await;
+    let first = recv(&mut stream).await;
+    assert_whole(first.message(), &sent, "first delivery");
+    first.nack(None).await.expect("nack");
+    let nacked = recv(&mut stream).await;
+    assert_whole(nacked.message(), &sent, "after a nack");
+    drop(nacked);
+    let dropped = recv(&mut stream).await;
+    assert_whole(dropped.message(), &sent, "after an unsettled drop");
+    dropped.ack().await.expect("ack");
+    expect_quiet(&mut stream, "acked after its redeliveries").await;
+}
+
+/// `got` is `sent` (adapters may add headers of their own, never change or drop one).
+fn assert_whole(got: &Message, sent: &Message, when: &str) {
+    assert_eq!(got.id, sent.id, "{when}: id");
+    assert_eq!(got.key, sent.key, "{when}: key");
+    assert_eq!(got.payload, sent.payload, "{when}: payload");
+    for (name, value) in &sent.headers {
+        assert_eq!(got.headers.get(name), Some(value), "{when}: header {name}");
+    }
 }
 
 /// A nack with a delay redelivers the message (after the delay; the time is not asserted).
@@ -42,7 +74,7 @@ pub async fn nack_with_delay_redelivers(f: &Fixture) {
         .await
         .expect("nack");
     let again = recv(&mut stream).await;
-    assert_eq!(again.message.id, m.id);
+    assert_eq!(again.message().id, m.id);
     again.ack().await.expect("ack");
 }
 
@@ -56,11 +88,11 @@ pub async fn unacked_message_blocks_next_with_prefetch_one(f: &Fixture) {
     let (a, b) = (message(1).with_key("k"), message(2).with_key("k"));
     s.publish_batch(&topic, vec![a.clone(), b.clone()]).await;
     let first = recv(&mut stream).await;
-    assert_eq!(first.message.id, a.id);
+    assert_eq!(first.message().id, a.id);
     expect_quiet(&mut stream, "prefetch 1 with one unacked message").await;
     first.ack().await.expect("ack");
     let second = recv(&mut stream).await;
-    assert_eq!(second.message.id, b.id);
+    assert_eq!(second.message().id, b.id);
     second.ack().await.expect("ack");
 }
 

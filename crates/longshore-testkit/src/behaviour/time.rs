@@ -165,8 +165,8 @@ pub async fn expired_message_never_reaches_the_handler(f: &Fixture) {
         .expect("start");
     assert_eq!(next(&mut rx).await.0, "fresh");
     let dead = recv(&mut dlq).await;
-    assert_eq!(dead.message.id, stale_id);
-    assert_eq!(dead.message.headers[HEADER_DLQ_REASON], "expired");
+    assert_eq!(dead.message().id, stale_id);
+    assert_eq!(dead.message().headers[HEADER_DLQ_REASON], "expired");
     dead.ack().await.expect("ack");
     nothing_more(&mut rx, "an expired message was handled").await;
     let stats = consumer.shutdown(SHUTDOWN).await;

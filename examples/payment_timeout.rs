@@ -214,7 +214,7 @@ async fn read_notifications(
             .await
             .map_err(|_| "a cancellation was never published")?
             .ok_or("the notifications stream ended")??;
-        let event = JsonCodec.decode(&delivery.message())?;
+        let event = JsonCodec.decode(delivery.message())?;
         let cancelled: OrderCancelled = event.to_typed()?;
         told.push(cancelled.order_id);
         delivery.ack().await?;

@@ -91,7 +91,7 @@ async fn check(url: &str) {
             let ct = headers.get("content-type").cloned().unwrap_or_default();
             assert!(ct.starts_with("application/cloudevents+json"), "{ct:?}");
         }
-        let back = JsonCodec.decode(&delivery.message()).expect("decodes");
+        let back = JsonCodec.decode(delivery.message()).expect("decodes");
         assert_eq!(
             (back.id, back.event_type.as_str()),
             (event.id, "order_placed")

@@ -36,7 +36,7 @@ impl Letter {
     fn new(delivery: Delivery) -> Letter {
         let h = &delivery.message().headers;
         let header = |name: &str| h.get(name).cloned();
-        let event = JsonCodec.decode(&delivery.message()).ok();
+        let event = JsonCodec.decode(delivery.message()).ok();
         let label = event
             .as_ref()
             .and_then(|e| e.data.get("payment_id"))

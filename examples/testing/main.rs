@@ -43,7 +43,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let delivery = tokio::time::timeout(Duration::from_secs(60), shipped.next())
             .await?
             .ok_or("the subscription closed")??;
-        let event = JsonCodec.decode(&delivery.message())?;
+        let event = JsonCodec.decode(delivery.message())?;
         delivery.ack().await?;
         if event.to_typed::<OrderShipped>()?.order_id == order_id {
             break;

@@ -60,7 +60,7 @@ impl Subscriber for TestSubscriber {
                 &name,
                 delivery.topic.clone(),
                 delivery.attempt,
-                &delivery.message(),
+                delivery.message(),
             );
             let ledger = ledger.clone();
             Ok(delivery.map_acker(move |inner| {

@@ -214,7 +214,7 @@ async fn relay_killed_mid_batch_loses_nothing() {
             .await
             .expect("stream")
             .expect("delivery");
-        let e = JsonCodec.decode(&d.message()).expect("decode");
+        let e = JsonCodec.decode(d.message()).expect("decode");
         if seen.insert(e.id) {
             got.entry(e.metadata.aggregate_id.clone().expect("aggregate"))
                 .or_default()
@@ -262,7 +262,7 @@ async fn relay_into_the_postgres_queue() {
             .await
             .expect("stream")
             .expect("delivery");
-        assert_eq!(JsonCodec.decode(&d.message()).expect("decode"), *e);
+        assert_eq!(JsonCodec.decode(d.message()).expect("decode"), *e);
         assert_eq!(d.topic, "events.order_created");
         d.ack().await.expect("ack");
     }

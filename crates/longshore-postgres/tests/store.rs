@@ -508,7 +508,7 @@ async fn two_relays_never_double_send_and_keep_aggregate_order() {
             .await
             .expect("stream")
             .expect("delivery");
-        let e = JsonCodec.decode(&d.message()).expect("decode");
+        let e = JsonCodec.decode(d.message()).expect("decode");
         assert!(seen.insert(e.id), "event {} delivered twice", e.id);
         got.entry(e.metadata.aggregate_id.clone().expect("aggregate"))
             .or_default()

@@ -98,7 +98,7 @@ impl Worker {
             attach(&span, parent);
         }
         async move {
-            match timing_now(&job.delivery.message()) {
+            match timing_now(job.delivery.message()) {
                 Timing::Due => {}
                 Timing::Early(left) => return settler.defer(job, left).await,
                 Timing::Expired => return settler.expired(job, self.expired).await,
@@ -107,7 +107,7 @@ impl Worker {
                     return settler.dead_letter(job, reason, attempts).await;
                 }
             }
-            let event = match self.codec.decode(&job.delivery.message()) {
+            let event = match self.codec.decode(job.delivery.message()) {
                 Ok(event) => Arc::new(event),
                 Err(e) => {
                     let attempts = job.delivery.attempt;

@@ -69,7 +69,7 @@ async fn round_trip(f: &Fixture, codec: CloudEventsCodec) {
             assert_eq!(body["id"], sent.id.to_string());
         }
     }
-    let back = JsonCodec.decode(&delivery.message()).expect("decodes");
+    let back = JsonCodec.decode(delivery.message()).expect("decodes");
     assert_eq!(
         (&back.id, &back.event_type, &back.timestamp, &back.data),
         (&sent.id, &sent.event_type, &sent.timestamp, &sent.data)

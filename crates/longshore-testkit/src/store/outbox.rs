@@ -49,7 +49,7 @@ pub async fn outbox_relay_publishes_every_event(f: &impl StoreFactory) {
     let mut got = Vec::new();
     for _ in 0..expected.len() {
         let d = recv(&mut stream).await;
-        got.push(JsonCodec.decode(&d.message()).expect("decode"));
+        got.push(JsonCodec.decode(d.message()).expect("decode"));
         d.ack().await.expect("ack");
     }
     let ids: BTreeSet<_> = got.iter().map(|e| e.id).collect();

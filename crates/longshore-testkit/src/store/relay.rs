@@ -71,7 +71,7 @@ pub(crate) async fn receive_all_but_one(stream: &mut DeliveryStream, written: &W
     let mut got: BTreeMap<String, Vec<Uuid>> = BTreeMap::new();
     for _ in 0..EVENTS - 1 {
         let d = recv(stream).await;
-        let event = JsonCodec.decode(&d.message()).expect("decode");
+        let event = JsonCodec.decode(d.message()).expect("decode");
         assert_ne!(event.id, written.refused, "the refused event was delivered");
         let stream_id = event.metadata.aggregate_id.clone().unwrap_or_default();
         got.entry(stream_id).or_default().push(event.id);
@@ -209,7 +209,7 @@ pub async fn relay_routes_and_filters_by_topic_mapper(f: &impl StoreFactory) {
         let d = recv(&mut routed).await;
         got.push((
             d.topic.clone(),
-            JsonCodec.decode(&d.message()).expect("decode").event_type,
+            JsonCodec.decode(d.message()).expect("decode").event_type,
         ));
         d.ack().await.expect("ack");
     }

@@ -21,12 +21,12 @@ use crate::mapping::{ack_info, is_internal, matches_any, message_of, topic_of};
 use crate::BACKEND;
 
 /// Opens a consumer of `subscription` on its durable (`plan`): the pull inbox, the ledger of
-/// unsettled deliveries, and the stream of deliveries, which ends when `closed` turns true.
+/// unsettled deliveries, and the stream of deliveries, which ends once `close` is set to true.
 pub(crate) async fn open(
     client: Arc<Client>,
     subscription: &Subscription,
     plan: Plan,
-    closed: watch::Receiver<bool>,
+    close: Arc<watch::Sender<bool>>,
 ) -> Result<DeliveryStream, Error> {
     let inbox = client.nats.new_inbox();
     let sub = client
@@ -55,7 +55,8 @@ pub(crate) async fn open(
         expires,
         patterns: plan.patterns,
         client_match: plan.client_match,
-        closed,
+        closed: close.subscribe(),
+        _close: close,
         pause_until: None,
     };
     Ok(Box::pin(futures::stream::unfold(
@@ -81,6 +82,8 @@ struct Puller {
     expires: Duration,
     patterns: Vec<String>,
     client_match: bool,
+    /// Held so that `closed` never sees a dropped sender.
+    _close: Arc<watch::Sender<bool>>,
     closed: watch::Receiver<bool>,
     pause_until: Option<Instant>,
 }

@@ -15,14 +15,16 @@ use crate::durable::declare;
 /// [`longshore_core::Broker::subscriber`].
 pub struct NatsSubscriber {
     client: Arc<Client>,
-    closed: watch::Sender<bool>,
+    /// Shared with every stream, so a stream never waits on a dropped sender (whose
+    /// `changed()` returns at once, forever) when this handle goes away without `close`.
+    closed: Arc<watch::Sender<bool>>,
 }
 
 impl NatsSubscriber {
     pub(crate) fn new(client: Arc<Client>) -> Self {
         NatsSubscriber {
             client,
-            closed: watch::channel(false).0,
+            closed: Arc::new(watch::channel(false).0),
         }
     }
 
@@ -42,13 +44,7 @@ impl Subscriber for NatsSubscriber {
     async fn subscribe(&self, subscription: &Subscription) -> Result<DeliveryStream, Error> {
         self.check_open()?;
         let plan = declare(&self.client, subscription).await?;
-        crate::puller::open(
-            self.client.clone(),
-            subscription,
-            plan,
-            self.closed.subscribe(),
-        )
-        .await
+        crate::puller::open(self.client.clone(), subscription, plan, self.closed.clone()).await
     }
 
     async fn ensure_subscription(&self, subscription: &Subscription) -> Result<(), Error> {

@@ -109,6 +109,7 @@ macro_rules! __broker_scenarios {
                 subscription_keeps_messages_before_consumer_starts,
                 publisher_close_flushes_everything,
                 closed_publisher_refuses,
+                stream_outlives_its_subscriber_handle,
             ]
             limits_conformance: limits [
                 empty_batch_is_ok,

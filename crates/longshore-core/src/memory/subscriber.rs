@@ -140,7 +140,7 @@ impl Reader {
         } = entry;
         // No copy of the message: a nack or an unsettled drop hands it back to the acker
         // (`Acker::hold`) to requeue.
-        let delivered_topic = topic.to_string();
+        let delivered_topic = String::from(&*topic);
         let acker = MemoryAcker {
             pending: Some((topic, attempt)),
             message: None,

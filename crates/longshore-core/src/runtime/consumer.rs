@@ -451,19 +451,26 @@ async fn fetch(
 ) {
     let slots = Arc::new(Semaphore::new(held));
     let mut gate = settler.flow.gate();
-    // One stop future for the whole loop: made anew in each wait, it would register with and
-    // unregister from the stop signal three times per message.
+    // A stop is seen by a plain read at the top of every turn; the stop future (one for the
+    // whole loop) is polled only while the loop waits, so a busy loop neither registers with
+    // the stop signal per message nor draws a random branch order.
+    let watched = stop.clone();
     let stop = stopped(stop);
     tokio::pin!(stop);
     loop {
+        if *watched.borrow() {
+            return;
+        }
         let permit = tokio::select! {
-            _ = &mut stop => return,
+            biased;
             permit = slots.clone().acquire_owned() => permit,
+            _ = &mut stop => return,
         };
         let Ok(permit) = permit else { return };
         let next = tokio::select! {
-            _ = &mut stop => return,
+            biased;
             next = stream.next() => next,
+            _ = &mut stop => return,
         };
         let delivery = match next {
             None => return,
@@ -483,16 +490,20 @@ async fn fetch(
         // Flow control acts here, after the fetch, so a pause or an opened breaker that came
         // while the loop waited on an idle stream still holds the delivery that ends the wait:
         // one delivery at most, within the prefetch.
-        tokio::select! {
-            biased;
-            _ = &mut stop => {
-                // Never admitted, so its key is not in flight: give it back without releasing.
-                let mut job = job;
-                job.key = None;
-                return settler.requeue(job).await;
+        if !*watched.borrow() {
+            tokio::select! {
+                biased;
+                _ = gate.pass() => {
+                    settler.lanes.admit(job);
+                    continue;
+                }
+                _ = &mut stop => {}
             }
-            _ = gate.pass() => {}
         }
-        settler.lanes.admit(job);
+        // Stopped: never admitted, so its key is not in flight: give it back without
+        // releasing.
+        let mut job = job;
+        job.key = None;
+        return settler.requeue(job).await;
     }
 }

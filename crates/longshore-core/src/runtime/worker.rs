@@ -60,16 +60,21 @@ impl Worker {
     /// One worker: takes ready jobs until `halt`; jobs not started by then stay in the lanes
     /// for shutdown to give back.
     pub async fn run(self: Arc<Self>, mut halt: watch::Receiver<bool>) {
-        // One halt future for the worker's life, not one per job (each would register with
-        // and unregister from the signal); `halt` itself goes on to the retry waits.
+        // A halt is seen by a plain read before each job; the halt future (one for the
+        // worker's life) is polled only while the worker waits for a job, so a busy worker
+        // does not register with the signal per job. `halt` itself goes on to retry waits.
+        let flag = halt.clone();
         let mut watched = halt.clone();
         let halted = stopped(&mut watched);
         tokio::pin!(halted);
         loop {
+            if *flag.borrow() {
+                return;
+            }
             let job = tokio::select! {
                 biased;
-                _ = &mut halted => return,
                 job = self.settler.lanes.next() => job,
+                _ = &mut halted => return,
             };
             self.process(job, &mut halt).await;
         }

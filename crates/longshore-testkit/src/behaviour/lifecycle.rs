@@ -3,6 +3,7 @@
 
 use std::collections::BTreeSet;
 
+use futures::StreamExt;
 use longshore_core::{Error, Message};
 
 use crate::helpers::{drain_ids, ids_of, message, recv, recv_n};
@@ -100,4 +101,52 @@ pub async fn closed_publisher_refuses(f: &Fixture) {
     s.publisher.close().await.expect("close");
     let r = s.publisher.publish(&s.topic("closed"), message(1)).await;
     assert!(matches!(r, Err(Error::Closed(_))), "{r:?}");
+}
+
+/// A stream whose subscriber handle was dropped (without `close`) keeps delivering, and while
+/// nothing arrives it waits without burning a core. (NATS's puller once waited on a close
+/// signal whose sender went with the handle: the wait returned at once, forever.)
+pub async fn stream_outlives_its_subscriber_handle(f: &Fixture) {
+    let subscriber = f.subscriber();
+    let s = f.scene();
+    let (topic, sub) = s.on("orphan");
+    let mut stream = subscriber.subscribe(&sub).await.expect("subscribe");
+    drop(subscriber);
+    s.publish(&topic, message(1)).await;
+    let d = recv(&mut stream).await;
+    d.ack().await.expect("ack");
+    let Some(before) = cpu_time() else {
+        eprintln!("skipped the idle check: this system has no /proc/self/stat");
+        return;
+    };
+    // A measurement window, not a wait for an event: nothing is published during it, and
+    // the stream is waited on all the while.
+    let idle = tokio::time::timeout(IDLE_WINDOW, stream.next()).await;
+    assert!(
+        idle.is_err(),
+        "nothing was published, yet the stream gave {idle:?}"
+    );
+    let used = cpu_time().unwrap_or(before).saturating_sub(before);
+    // Idle, the process uses a few milliseconds; a busy loop uses most of the window even on
+    // a loaded machine.
+    assert!(
+        used < IDLE_WINDOW / 4,
+        "an idle stream used {used:?} of CPU in {IDLE_WINDOW:?}"
+    );
+    drop(stream);
+}
+
+/// How long [`stream_outlives_its_subscriber_handle`] watches an idle stream.
+const IDLE_WINDOW: std::time::Duration = std::time::Duration::from_millis(800);
+
+/// The CPU time (user + system) this process has used, from `/proc/self/stat` (Linux).
+fn cpu_time() -> Option<std::time::Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start after its closing paren;
+    // utime and stime are the 14th and 15th fields overall, in clock ticks (100 per second
+    // on Linux).
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
+    Some(std::time::Duration::from_millis(ticks * 10))
 }

@@ -324,7 +324,7 @@ impl Delivery {
     /// Acknowledges the message.
     pub async fn ack(mut self) -> Result<(), Error> {
         let acker = self.settling();
-        // The message is freed before the broker is told, as before `Delivery` had a drop.
+        // Nothing needs the message any more: it is freed before the broker is told.
         drop(self);
         acker.ack().await
     }

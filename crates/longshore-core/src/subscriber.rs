@@ -230,6 +230,8 @@ const DLQ_HEADERS: &[&str] = &[
 ///
 /// Each method consumes the acker, so a delivery is settled at most once. An acker dropped
 /// without being settled must make the message available again (redelivery), never lose it.
+/// A [`Delivery`] dropped unsettled, or nacked, gives the acker its message first
+/// ([`Acker::hold`]); an acker that puts messages back itself relies on that.
 #[async_trait]
 pub trait Acker: Send {
     /// Takes the delivered message before a nack, or before being dropped with an unsettled

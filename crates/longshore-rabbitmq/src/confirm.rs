@@ -6,12 +6,13 @@ use std::time::Duration;
 
 use futures::stream::{FuturesUnordered, StreamExt};
 use lapin::options::{BasicPublishOptions, ConfirmSelectOptions};
-use lapin::{BasicProperties, Channel, Confirmation, PublisherConfirm};
+use lapin::{BasicProperties, Channel, Confirmation};
 use longshore_core::{Error, FailedMessage, Message};
 use tokio::time::Instant;
 
 use crate::client::{declare_exchanges, Client};
 use crate::error::{is_transport, map_lapin, RabbitError};
+use crate::returns::{Identity, Outcome, Returns};
 use crate::BACKEND;
 
 /// Most confirms one batch keeps in flight (lapin's pipelining at its best on this machine
@@ -27,6 +28,15 @@ pub(crate) struct Route<'a> {
 }
 
 impl Route<'_> {
+    /// Who a message with `props` sent this way is, to find its return.
+    fn identity(&self, props: &BasicProperties) -> Identity {
+        Identity {
+            exchange: self.exchange.to_string(),
+            routing_key: self.routing_key.to_string(),
+            message_id: props.message_id().as_ref().map(|id| id.to_string()),
+        }
+    }
+
     fn options(&self) -> BasicPublishOptions {
         BasicPublishOptions {
             mandatory: self.mandatory,
@@ -121,12 +131,14 @@ fn judge(route: Route<'_>, confirmation: Result<Confirmation, lapin::Error>) -> 
 
 async fn await_confirm(
     route: Route<'_>,
-    confirm: PublisherConfirm,
+    confirm: tokio::sync::oneshot::Receiver<Outcome>,
     deadline: Instant,
     publish_timeout: Duration,
 ) -> Result<(), Error> {
     match tokio::time::timeout_at(deadline, confirm).await {
-        Ok(c) => judge(route, c),
+        Ok(Ok(c)) => judge(route, c),
+        // The pairing task went (the runtime is shutting down): the outcome is unknown.
+        Ok(Err(_)) => Err(RabbitError::ConfirmLost("the confirm was not awaited".into()).into()),
         Err(_) => Err(Error::Timeout {
             operation: "rabbitmq publisher confirm (outcome unknown)",
             after: publish_timeout,
@@ -134,10 +146,18 @@ async fn await_confirm(
     }
 }
 
-/// A channel in confirm mode, re-created after it (or the connection) closes.
+/// An open confirm channel and the pairing task of its confirms.
+#[derive(Clone)]
+struct Live {
+    channel: Channel,
+    returns: Arc<Returns>,
+}
+
+/// A channel in confirm mode, re-created after it (or the connection) closes, with the pairing
+/// of its confirms and returns ([`crate::returns`]).
 pub(crate) struct ConfirmChannel {
     client: Arc<Client>,
-    current: std::sync::Mutex<Option<Channel>>,
+    current: std::sync::Mutex<Option<Live>>,
     create: tokio::sync::Mutex<()>,
 }
 
@@ -154,13 +174,16 @@ impl ConfirmChannel {
         &self.client
     }
 
-    fn live(&self) -> Option<Channel> {
+    fn live(&self) -> Option<Live> {
         let guard = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        guard.as_ref().filter(|c| c.status().connected()).cloned()
+        guard
+            .as_ref()
+            .filter(|l| l.channel.status().connected())
+            .cloned()
     }
 
     /// The live confirm channel, opening one (and re-declaring the exchanges) if needed.
-    async fn get(&self, deadline: Instant) -> Result<Channel, Error> {
+    async fn get(&self, deadline: Instant) -> Result<Live, Error> {
         if let Some(c) = self.live() {
             return Ok(c);
         }
@@ -174,18 +197,22 @@ impl ConfirmChannel {
             .await
             .map_err(|e| map_lapin("confirm_select", e))?;
         declare_exchanges(&channel, &self.client.config.exchange).await?;
-        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(channel.clone());
-        Ok(channel)
+        let live = Live {
+            channel,
+            returns: Arc::new(Returns::start()),
+        };
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = Some(live.clone());
+        Ok(live)
     }
 
     /// Closes the channel (publishes already confirmed stay confirmed).
     pub(crate) async fn close(&self) {
-        let channel = self
+        let live = self
             .current
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .take();
-        if let Some(c) = channel {
+        if let Some(Live { channel: c, .. }) = live {
             if c.status().connected() {
                 let _ = c.close(200, "OK".into()).await;
             }
@@ -212,15 +239,17 @@ impl ConfirmChannel {
         let mut attempt = 0;
         loop {
             let result = async {
-                let channel = self.get(deadline).await?;
-                let confirm = channel
-                    .basic_publish(
-                        route.exchange.into(),
-                        route.routing_key.into(),
-                        route.options(),
-                        payload,
-                        props.clone(),
-                    )
+                let live = self.get(deadline).await?;
+                let publish = live.channel.basic_publish(
+                    route.exchange.into(),
+                    route.routing_key.into(),
+                    route.options(),
+                    payload,
+                    props.clone(),
+                );
+                let confirm = live
+                    .returns
+                    .publish(route.identity(props), publish)
                     .await
                     .map_err(|e| map_lapin("publish", e))?;
                 await_confirm(route, confirm, deadline, timeout).await
@@ -293,8 +322,8 @@ impl ConfirmChannel {
         failed: &mut Vec<FailedMessage>,
     ) -> Retry {
         let timeout = self.client.config.publish_timeout;
-        let channel = match self.get(Instant::now() + timeout).await {
-            Ok(channel) => channel,
+        let live = match self.get(Instant::now() + timeout).await {
+            Ok(live) => live,
             Err(e) if self.worth_retrying(&e) => {
                 let why = e.to_string();
                 return pending
@@ -322,14 +351,16 @@ impl ConfirmChannel {
                 }
             }
             let to = item.route(route);
-            let published = channel
-                .basic_publish(
-                    to.exchange.into(),
-                    to.routing_key.into(),
-                    to.options(),
-                    &item.message.payload,
-                    item.properties.clone(),
-                )
+            let publish = live.channel.basic_publish(
+                to.exchange.into(),
+                to.routing_key.into(),
+                to.options(),
+                &item.message.payload,
+                item.properties.clone(),
+            );
+            let published = live
+                .returns
+                .publish(to.identity(&item.properties), publish)
                 .await;
             match published {
                 Ok(confirm) => {

@@ -71,6 +71,7 @@ mod error;
 mod health;
 mod mapping;
 mod publisher;
+mod returns;
 mod schedule;
 mod subscriber;
 

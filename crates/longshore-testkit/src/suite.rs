@@ -81,6 +81,7 @@ macro_rules! __broker_scenarios {
                 batch_publish_keeps_order if ordered_by_key,
                 a_large_batch_streams_in_order if ordered_by_key,
                 many_concurrent_callers_share_one_publisher,
+                routable_and_unroutable_callers_hear_their_own_outcome,
                 concurrent_publishers_and_subscribers,
                 many_topics_at_once,
                 same_id_twice_is_delivered_once if dedup_window,

@@ -102,6 +102,69 @@ pub async fn many_concurrent_callers_share_one_publisher(f: &Fixture) {
         .expect("consumer task");
 }
 
+/// 128 tasks sharing one publisher, half of them publishing to a topic nothing subscribes to:
+/// each caller hears its own outcome. Where the broker refuses an unroutable message
+/// (RabbitMQ, with `unroutable=error`, the default) every unroutable publish fails and every
+/// routable one succeeds; elsewhere all succeed. Either way every routable message arrives.
+/// (RabbitMQ returns an unroutable message without a delivery tag and may confirm several
+/// messages with one ack, so a client that pairs returns with acks by arrival can hand the
+/// refusal to a neighbour: a routable publish fails and the unroutable one is "confirmed".)
+pub async fn routable_and_unroutable_callers_hear_their_own_outcome(f: &Fixture) {
+    let s = f.scene();
+    let (topic, sub) = s.ensured("routed").await;
+    let nowhere = s.topic("nowhere");
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let consumer = spawn_acking(s.subscribe(&sub.with_prefetch(200)).await, tx);
+    let mut expected = BTreeSet::new();
+    let mut callers = Vec::new();
+    for c in 0..128 {
+        let routed = c % 2 == 0;
+        let batch: Vec<Message> = (0..4).map(|i| message(c * 4 + i)).collect();
+        if routed {
+            expected.extend(ids_of(&batch));
+        }
+        let to = if routed {
+            topic.clone()
+        } else {
+            nowhere.clone()
+        };
+        let publisher = s.publisher.clone();
+        callers.push(tokio::spawn(async move {
+            let mut outcomes = Vec::new();
+            for m in batch {
+                outcomes.push(publisher.publish(&to, m).await);
+            }
+            (routed, outcomes)
+        }));
+    }
+    let refuses = f.backend() == "rabbitmq";
+    for c in callers {
+        let (routed, outcomes) = within("a caller's publishes", c)
+            .await
+            .expect("caller task");
+        for outcome in outcomes {
+            match (routed, refuses) {
+                (true, _) | (false, false) => {
+                    assert!(outcome.is_ok(), "routed {routed}: {outcome:?}")
+                }
+                (false, true) => assert!(outcome.is_err(), "an unroutable publish was confirmed"),
+            }
+        }
+    }
+    let mut got = BTreeSet::new();
+    while got.len() < expected.len() {
+        let id = within("all routable messages", rx.recv())
+            .await
+            .expect("consumer alive");
+        assert!(got.insert(id), "duplicate delivery of an acked message");
+    }
+    assert_eq!(got, expected);
+    s.subscriber.close().await.expect("close");
+    within("consumer task to end after close", consumer)
+        .await
+        .expect("consumer task");
+}
+
 /// Four publishers and two consumers of one subscription on one topic: every message arrives,
 /// none twice when all are acked.
 pub async fn concurrent_publishers_and_subscribers(f: &Fixture) {

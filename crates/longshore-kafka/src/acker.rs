@@ -1,18 +1,20 @@
-//! The acker: settlements go back to the consumer thread over its command channel; dead
-//! letters and the delay copies of delayed nacks ([`crate::delay`]) are published (acks=all)
-//! before the offset is settled.
+//! The acker: an ack settles the offset in the consumer's group state and frees a prefetch
+//! slot (waking the consumer thread only now and then, [`Slots`]); a nack goes back to the
+//! thread over its command channel; dead letters and the delay copies of delayed nacks
+//! ([`crate::delay`]) are published (acks=all) before the offset is settled.
 
 use std::sync::mpsc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
 use longshore_core::{dead_letter_message, Acker, DeadLetter, Error, Message};
 use tokio::sync::OnceCell;
 
-use crate::client::Client;
-use crate::command::{Cmd, Pending};
+use crate::client::{lock, Client};
+use crate::command::{Cmd, Pending, Slots};
 use crate::delay::delayed_copy;
+use crate::group_state::GroupState;
 use crate::mapping::TopicMap;
 use crate::publisher::KafkaPublisher;
 
@@ -20,6 +22,10 @@ use crate::publisher::KafkaPublisher;
 pub(crate) struct AckCtx {
     /// The consumer thread's command channel.
     pub cmd: mpsc::Sender<Cmd>,
+    /// The consumer's offsets, settled here.
+    pub group: Arc<Mutex<GroupState>>,
+    /// The consumer's prefetch slots.
+    pub slots: Arc<Slots>,
     /// The subscription's name (its dead letters go to `dlq.<name>`, its delayed nacks to
     /// `longshore.delay.<name>`).
     pub subscription: String,
@@ -61,14 +67,9 @@ impl KafkaAcker {
         let Some(p) = self.pending.take() else {
             return Ok(());
         };
-        self.ctx
-            .cmd
-            .send(Cmd::Settle {
-                tp: p.tp,
-                epoch: p.epoch,
-                offset: p.offset,
-            })
-            .map_err(|_| Error::Closed("kafka consumer"))
+        let settled = lock(&self.ctx.group).settle(p.tp, p.epoch, p.offset);
+        self.ctx.slots.free_and_wake(&self.ctx.cmd);
+        settled
     }
 }
 

@@ -34,6 +34,7 @@ mod delay;
 mod error;
 #[cfg(test)]
 mod fuzz;
+mod group_state;
 mod health;
 pub mod mapping;
 mod offsets;

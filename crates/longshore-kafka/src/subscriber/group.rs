@@ -1,63 +1,19 @@
-//! A consumer's group membership: the state its thread shares with librdkafka's rebalance
-//! callbacks (offsets per assigned partition, positions to store), and the calls on the
-//! assigned partitions (store offsets, pause, resume).
+//! A consumer's group membership: librdkafka's rebalance callbacks, which keep the
+//! [`GroupState`] up to date, and the calls on the assigned partitions (store offsets, pause,
+//! resume).
 
-use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 
-use longshore_core::Error;
 use rdkafka::config::RDKafkaLogLevel;
 use rdkafka::consumer::{BaseConsumer, Consumer, ConsumerContext, Rebalance};
 use rdkafka::{ClientContext, Offset, TopicPartitionList};
-use tokio::sync::oneshot;
 
 use crate::client::{client_error, lock, log};
-use crate::offsets::{Offsets, Tp};
+use crate::group_state::GroupState;
+use crate::offsets::Tp;
 
 /// The librdkafka consumer of one group member.
 pub(super) type GroupConsumer = BaseConsumer<GroupContext>;
-
-/// State shared by the consumer thread and its rebalance callbacks (same thread).
-pub(super) struct GroupState {
-    pub offsets: Offsets,
-    /// Positions to hand to the offset store at the next flush (one call for many acks).
-    pub to_store: HashMap<Tp, i64>,
-    pub assigned: HashSet<Tp>,
-    /// Every assigned partition is to stay paused (the stream is gone).
-    pub paused_all: bool,
-    /// Told about the first assignment (or the failure to subscribe).
-    pub joined: Option<oneshot::Sender<Result<(), Error>>>,
-    /// The subscription's name, for logs.
-    pub name: String,
-}
-
-impl GroupState {
-    /// A member of subscription `name` that has not joined yet.
-    pub fn new(name: String, joined: oneshot::Sender<Result<(), Error>>) -> Self {
-        GroupState {
-            offsets: Offsets::default(),
-            to_store: HashMap::new(),
-            assigned: HashSet::new(),
-            paused_all: false,
-            joined: Some(joined),
-            name,
-        }
-    }
-
-    /// The message at `offset` is done: queue the partition's new position, if it moved.
-    pub fn settle(&mut self, tp: Tp, epoch: u64, offset: i64) {
-        if let Some(pos) = self.offsets.settled(&tp, epoch, offset) {
-            self.to_store.insert(tp, pos);
-        }
-    }
-
-    /// Tells the subscribe call how joining went (once).
-    pub fn report_joined(&mut self, result: Result<(), Error>) {
-        if let Some(j) = self.joined.take() {
-            let _ = j.send(result);
-        }
-    }
-}
 
 /// The consumer's librdkafka context: logs to `tracing`, tracks rebalances in [`GroupState`].
 pub(super) struct GroupContext {

@@ -39,7 +39,8 @@ use self::stream::StreamState;
 use self::task::ConsumerTask;
 use crate::acker::AckCtx;
 use crate::client::{lock, Client};
-use crate::command::{Cmd, Pending};
+use crate::command::{Cmd, Pending, Slots};
+use crate::group_state::GroupState;
 use crate::health::Probes;
 use crate::mapping::TopicMap;
 use crate::publisher::KafkaPublisher;
@@ -77,6 +78,8 @@ struct Started {
     out: tmpsc::UnboundedReceiver<Result<Pending, Error>>,
     joined: oneshot::Receiver<Result<(), Error>>,
     leaving: Arc<AtomicBool>,
+    state: Arc<Mutex<GroupState>>,
+    slots: Arc<Slots>,
 }
 
 impl KafkaSubscriber {
@@ -129,11 +132,19 @@ impl KafkaSubscriber {
         let (joined_tx, joined_rx) = oneshot::channel();
         let (done_tx, done_rx) = watch::channel(false);
         let leaving = Arc::new(AtomicBool::new(false));
+        let prefetch = usize::from(plan.subscription.prefetch.max(1));
+        let state = Arc::new(Mutex::new(GroupState::new(
+            plan.subscription.name.clone(),
+            joined_tx,
+        )));
+        let slots = Arc::new(Slots::new(prefetch));
         let task = ConsumerTask {
             leaving: leaving.clone(),
             client: self.client.clone(),
             subscription: plan.subscription.clone(),
-            prefetch: usize::from(plan.subscription.prefetch.max(1)),
+            prefetch,
+            state: state.clone(),
+            slots: slots.clone(),
             cmd_tx: cmd_tx.clone(),
             out: Some(out_tx),
             matches: HashMap::new(),
@@ -141,7 +152,7 @@ impl KafkaSubscriber {
         };
         std::thread::Builder::new()
             .name(format!("longshore-kafka-{}", plan.subscription.name))
-            .spawn(move || task.run(topics, cmd_rx, joined_tx, done_tx))
+            .spawn(move || task.run(topics, cmd_rx, done_tx))
             .map_err(|e| Error::backend(BACKEND, true, e))?;
         register_member(group_key, leaving.clone(), done_rx.clone());
         lock(&self.consumers).push(Control {
@@ -161,6 +172,8 @@ impl KafkaSubscriber {
             out: out_rx,
             joined: joined_rx,
             leaving,
+            state,
+            slots,
         })
     }
 
@@ -207,6 +220,8 @@ impl Subscriber for KafkaSubscriber {
             rx: started.out,
             ctx: Arc::new(AckCtx {
                 cmd: started.cmd,
+                group: started.state,
+                slots: started.slots,
                 subscription: subscription.name.clone(),
                 client: self.client.clone(),
                 producer: self.producer.clone(),

@@ -1,7 +1,7 @@
 //! The consumer thread: one librdkafka `BaseConsumer` (one group member) that polls, serves
-//! rebalances, hands deliveries to the stream within the prefetch, takes settlements back and
-//! stores offsets, and finally closes the consumer. See the module docs of the subscriber for
-//! the offset rules.
+//! rebalances, hands deliveries to the stream within the prefetch, takes nacks back, stores
+//! the offsets its ackers settled, and finally closes the consumer. See the module docs of the
+//! subscriber for the offset rules.
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -13,16 +13,17 @@ use longshore_core::{Error, Subscription};
 use rdkafka::consumer::Consumer;
 use rdkafka::message::{BorrowedMessage, Headers as _};
 use rdkafka::Message as _;
-use tokio::sync::{mpsc as tmpsc, oneshot, watch};
+use tokio::sync::{mpsc as tmpsc, watch};
 
 use super::group::{
-    flush_stores, pause_assigned, pause_everything, resume, GroupConsumer, GroupContext, GroupState,
+    flush_stores, pause_assigned, pause_everything, resume, GroupConsumer, GroupContext,
 };
 use super::held::HeldQueue;
 use crate::client::{lock, Client};
-use crate::command::{Cmd, Pending};
+use crate::command::{Cmd, Pending, Slots};
 use crate::delay::pack_delayed;
 use crate::error::map;
+use crate::group_state::GroupState;
 use crate::mapping::{Packed, Parts, HEADER_ID, HEADER_TOPIC};
 use crate::offsets::Tp;
 
@@ -43,6 +44,10 @@ pub(super) struct ConsumerTask {
     pub leaving: Arc<AtomicBool>,
     pub subscription: Subscription,
     pub prefetch: usize,
+    /// The offsets, shared with the rebalance callbacks and the ackers.
+    pub state: Arc<Mutex<GroupState>>,
+    /// The prefetch slots, shared with the ackers.
+    pub slots: Arc<Slots>,
     /// A sender of the thread's own command channel (to put a `Close` back).
     pub cmd_tx: mpsc::Sender<Cmd>,
     /// Whether a longshore topic matches the subscription, cached.
@@ -55,7 +60,6 @@ pub(super) struct ConsumerTask {
 
 /// The consumer thread's own bookkeeping.
 struct Local {
-    in_flight: usize,
     /// Fetched or nacked messages waiting for a prefetch slot, in delivery order.
     ready: VecDeque<Pending>,
     /// Held until their due time: nacked with a delay locally (the copy to the delay topic
@@ -72,7 +76,6 @@ struct Local {
 impl Local {
     fn new() -> Self {
         Local {
-            in_flight: 0,
             ready: VecDeque::new(),
             delayed: HeldQueue::default(),
             paused: false,
@@ -131,20 +134,16 @@ impl ConsumerTask {
         cc
     }
 
-    /// The thread's body: subscribes to `topics`, reports joining on `joined`, consumes until
-    /// told to close (or the stream and every acker are gone), then closes the consumer and
-    /// sets `done`.
+    /// The thread's body: subscribes to `topics`, reports joining (through the group state),
+    /// consumes until told to close (or the stream and every acker are gone), then closes the
+    /// consumer and sets `done`.
     pub fn run(
         mut self,
         topics: Vec<String>,
         cmd_rx: mpsc::Receiver<Cmd>,
-        joined: oneshot::Sender<Result<(), Error>>,
         done: watch::Sender<bool>,
     ) {
-        let state = Arc::new(Mutex::new(GroupState::new(
-            self.subscription.name.clone(),
-            joined,
-        )));
+        let state = self.state.clone();
         let created: Result<GroupConsumer, Error> = self
             .consumer_config()
             .create_with_context(GroupContext {
@@ -162,24 +161,14 @@ impl ConsumerTask {
         self.set_topics(&consumer, &state, &topics);
         let mut local = Local::new();
         self.pump(&consumer, &state, &cmd_rx, &mut local);
-        self.finish(&consumer, &state, &cmd_rx, &mut local);
+        self.finish(&consumer, &state, &mut local);
         self.close(consumer, done);
     }
 
-    /// After the main loop: settlements that arrived with the close still count; then the
-    /// stream and everything waiting for it is dropped.
-    fn finish(
-        &mut self,
-        consumer: &GroupConsumer,
-        state: &Mutex<GroupState>,
-        cmd_rx: &mpsc::Receiver<Cmd>,
-        local: &mut Local,
-    ) {
-        while let Ok(cmd) = cmd_rx.try_recv() {
-            if let Cmd::Settle { .. } = cmd {
-                self.handle(cmd, consumer, state, local);
-            }
-        }
+    /// After the main loop: settlements made before the close still count, later ones are
+    /// refused; then the stream and everything waiting for it is dropped.
+    fn finish(&mut self, consumer: &GroupConsumer, state: &Mutex<GroupState>, local: &mut Local) {
+        lock(state).closed = true;
         flush_stores(consumer, state);
         self.leaving.store(true, Ordering::Release);
         self.out = None;
@@ -239,7 +228,7 @@ impl ConsumerTask {
             flush_stores(consumer, state);
             local.release_due();
             if !self.out.as_ref().is_some_and(|o| !o.is_closed()) {
-                if local.in_flight == 0 {
+                if self.slots.taken() == 0 {
                     self.leaving.store(true, Ordering::Release);
                     return;
                 }
@@ -247,7 +236,7 @@ impl ConsumerTask {
                 continue;
             }
             self.hand_out(state, local);
-            if local.in_flight < self.prefetch && local.ready.is_empty() {
+            if self.slots.taken() < self.prefetch && local.ready.is_empty() {
                 self.fetch(consumer, state, local);
             } else {
                 self.wait_for_slot(consumer, state, cmd_rx, local);
@@ -295,14 +284,14 @@ impl ConsumerTask {
 
     /// Hands out what is ready while prefetch allows.
     fn hand_out(&self, state: &Mutex<GroupState>, local: &mut Local) {
-        while local.in_flight < self.prefetch {
+        while self.slots.taken() < self.prefetch {
             let Some(p) = local.ready.pop_front() else {
                 break;
             };
             if !lock(state).offsets.is_current(&p.tp, p.epoch) {
                 continue; // revoked meanwhile: the next owner redelivers it
             }
-            self.deliver(p, local);
+            self.deliver(p);
         }
     }
 
@@ -320,7 +309,7 @@ impl ConsumerTask {
         // Take what is already fetched in one go: deliveries reach the stream in bursts, so
         // neither side wakes the other per message.
         let mut burst = 1;
-        while got && burst < BURST && local.in_flight + local.ready.len() < self.prefetch {
+        while got && burst < BURST && self.slots.taken() + local.ready.len() < self.prefetch {
             let polled = consumer.poll(Duration::ZERO);
             got = polled.is_some();
             self.take(polled, state, local);
@@ -328,8 +317,8 @@ impl ConsumerTask {
         }
     }
 
-    /// Every slot is taken (or messages wait for one): wait for a settlement, and stay in the
-    /// group while the handlers are busy, pausing fetching so nothing piles up here.
+    /// Every slot is taken (or messages wait for one): wait for slots to free up (the ackers
+    /// wake the thread at the low-water mark), and stay in the group while the handlers are busy, pausing fetching so nothing piles up here.
     fn wait_for_slot(
         &mut self,
         consumer: &GroupConsumer,
@@ -378,12 +367,9 @@ impl ConsumerTask {
         local: &mut Local,
     ) {
         match cmd {
-            Cmd::Settle { tp, epoch, offset } => {
-                local.in_flight = local.in_flight.saturating_sub(1);
-                lock(state).settle(tp, epoch, offset);
-            }
+            Cmd::Wake => {}
             Cmd::Nack { mut pending, delay } => {
-                local.in_flight = local.in_flight.saturating_sub(1);
+                self.slots.free();
                 if !lock(state).offsets.is_current(&pending.tp, pending.epoch) {
                     return;
                 }
@@ -444,7 +430,9 @@ impl ConsumerTask {
                 }
             }
             // Another event type sharing the Kafka topic: done at once.
-            None => lock(state).settle(tp, epoch, offset),
+            None => {
+                let _ = lock(state).settle(tp, epoch, offset);
+            }
         }
     }
 
@@ -499,13 +487,13 @@ impl ConsumerTask {
         m
     }
 
-    fn deliver(&self, p: Pending, local: &mut Local) {
+    fn deliver(&self, p: Pending) {
         let Some(out) = &self.out else { return };
-        local.in_flight += 1;
+        self.slots.take();
         // If the stream is gone the send fails and the pending message is dropped: it was
         // counted in flight, so count it back; its offset stays unsettled.
         if out.send(Ok(p)).is_err() {
-            local.in_flight -= 1;
+            self.slots.free();
         }
     }
 }

@@ -2,8 +2,9 @@
 //!
 //! Each consumer runs a librdkafka `BaseConsumer` on a thread of its own, which polls,
 //! serves rebalances, stores offsets and closes the consumer; the async side only sees a
-//! channel of deliveries and sends settlements back. That keeps librdkafka's blocking calls
-//! (and its destroy, which can hang on some brokers) off the async runtime.
+//! channel of deliveries, settles offsets in the shared group state and sends nacks back.
+//! That keeps librdkafka's blocking calls (and its destroy, which can hang on some brokers)
+//! off the async runtime.
 //!
 //! Offsets: `enable.auto.offset.store=false`; the thread stores (and librdkafka auto-commits)
 //! a partition's position only up to the first unsettled message of that partition

@@ -129,7 +129,14 @@ impl ConsumerTask {
             .set("enable.partition.eof", "false")
             .set("session.timeout.ms", session.to_string())
             .set("heartbeat.interval.ms", (session / 3).max(1).to_string())
-            .set("fetch.wait.max.ms", "100");
+            .set("fetch.wait.max.ms", "100")
+            // librdkafka pre-fetches up to 64 MiB by default, so draining a backlog grew the
+            // process by ~70 MiB. 4 MiB keeps the pipeline full on a local broker; the short
+            // backoff matters more: with the default (1 s) a full queue stalls fetching and
+            // the drain lost 40% (BENCHMARKS.md, "Kafka pre-fetch"). Properties given on the
+            // config still win.
+            .set("queued.max.messages.kbytes", "4096")
+            .set("fetch.queue.backoff.ms", "10");
         config.apply_properties(&mut cc);
         cc
     }

@@ -35,8 +35,8 @@ impl QueueSql {
         let subs = config.schema.table("queue_subscriptions");
         let msgs = config.schema.table("queue_messages");
         QueueSql {
-            publish: sql(publish(&subs, &msgs, false)),
-            publish_retry: sql(publish(&subs, &msgs, true)),
+            publish: sql(publish(&config.schema.table("queue_publish"), false)),
+            publish_retry: sql(publish(&config.schema.table("queue_publish"), true)),
             ensure: sql(format!(
                 "INSERT INTO {subs} AS s (name, patterns, regexes) VALUES ($1, $2, $3)
 ON CONFLICT (name) DO UPDATE
@@ -89,38 +89,20 @@ SELECT (SELECT count(*) FROM u) AS updated, (SELECT count(*) FROM nt) AS notifie
     }
 }
 
-/// Inserts a batch's rows for every subscription whose patterns match the topic, in one
-/// statement, and notifies those subscriptions. $1 topic, $2..$5 message columns, $6 channel,
-/// $7 when each row becomes visible (NULL: now; a schedule otherwise).
+/// Calls the schema's `queue_publish` function (migration 0003), which inserts a batch's rows
+/// for every subscription whose patterns match the topic and notifies those subscriptions.
+/// $1 topic, $2..$5 message columns, $6 channel, $7 when each row becomes visible (NULL: now;
+/// a schedule otherwise).
 ///
 /// The `retry` form skips a subscription that already holds a row with the message's id. It
 /// scans that subscription's rows (no index on the id), which is acceptable on the rare retry; a
 /// row consumed in between is published again, which at-least-once allows.
-fn publish(subs: &str, msgs: &str, retry: bool) -> String {
-    let skip_stored = if retry {
-        format!(
-            "\n  WHERE NOT EXISTS (SELECT 1 FROM {msgs} q \
-             WHERE q.subscription = s.name AND q.message_id = m.mid)"
-        )
-    } else {
-        String::new()
-    };
-    format!(
-        "WITH subs AS (
-  SELECT name FROM {subs} WHERE ('.' || $1) ~ ANY (regexes)
-), ins AS (
-  INSERT INTO {msgs} (subscription, topic, message_id, message_key, headers, payload, available_at)
-  SELECT s.name, $1, m.mid, m.mkey, m.hdr::jsonb, m.payload, COALESCE(m.vis, now())
-  FROM unnest($2::text[], $3::text[], $4::text[], $5::bytea[], $7::timestamptz[])
-       WITH ORDINALITY AS m(mid, mkey, hdr, payload, vis, ord)
-  CROSS JOIN subs s{skip_stored}
-  ORDER BY m.ord, s.name
-  RETURNING 1
-), nt AS (
-  SELECT pg_notify($6, s.name) FROM subs s WHERE EXISTS (SELECT 1 FROM ins)
-)
-SELECT (SELECT count(*) FROM ins) AS inserted, (SELECT count(*) FROM nt) AS notified"
-    )
+///
+/// A function rather than the statement itself: a prepared statement of this shape was planned
+/// again on every execution, which cost more than running it (BENCHMARKS.md, "Postgres:
+/// planning"); the function plans it once per connection.
+fn publish(function: &str, retry: bool) -> String {
+    format!("SELECT inserted, notified FROM {function}($1, $2, $3, $4, $5, $6, $7, {retry})")
 }
 
 /// Removes the leased row and inserts the dead letter for every subscription of the DLQ

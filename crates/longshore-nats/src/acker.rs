@@ -210,7 +210,7 @@ impl Acker for NatsAcker {
         // message; a retry of this same dead-lettering still deduplicates.
         let dedup = format!("{id}~dl~{}~{}", self.stream_seq, dead.attempts);
         let prepared = prepare_letter(&client, &dlq, letter, dedup)?;
-        if let Some(Err(e)) = confirm(&client, vec![prepared], false).await.pop() {
+        if let Some((_, Err(e))) = confirm(&client, vec![prepared], false).await.pop() {
             // Not settled: the drop nacks it and the message comes back.
             return Err(e);
         }

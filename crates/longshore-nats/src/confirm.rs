@@ -10,59 +10,71 @@ use std::time::{Duration, Instant};
 use async_nats::jetstream::context::{PublishAckFuture, PublishErrorKind};
 use async_nats::jetstream::message::PublishMessage as Publish;
 use async_nats::jetstream::publish::PublishAck;
-use async_nats::HeaderMap;
-use bytes::Bytes;
+use async_nats::{HeaderMap, Subject};
 use longshore_core::topic::validate_topic;
 use longshore_core::{fit_dead_letter, Error, Message};
 use serde::Deserialize;
 
 use crate::client::Client;
-use crate::mapping::{headers_of, insert_header, marker_subject, subject_of};
-use crate::mapping::{HEADER_ID, NATS_MSG_ID};
+use crate::mapping::{headers_of, marker_subject, subject_of};
 use crate::BACKEND;
 
-/// One message ready to send: subject, headers (with `Nats-Msg-Id`) and payload.
-#[derive(Clone)]
+/// One message ready to send: its subject, its deduplication id (`Nats-Msg-Id`) and the
+/// message itself.
 pub(crate) struct Prepared {
-    pub subject: String,
-    pub id: String,
+    pub subject: Subject,
     pub dedup_id: String,
-    pub headers: HeaderMap,
-    pub payload: Bytes,
+    pub message: Message,
+    /// The NATS headers for the next send, moved into it: a publish is sent once in the
+    /// common case, and copying a header map per send cost a fifth of a publish's CPU
+    /// (BENCHMARKS.md, "NATS: headers"). A send again builds them anew from `message`.
+    headers: Option<HeaderMap>,
 }
 
 impl Prepared {
     /// Whether this is a replay of a dead letter, sent under a deduplication id of its own.
     fn is_replay(&self) -> bool {
-        self.dedup_id != self.id
+        self.dedup_id != self.message.id
+    }
+
+    /// The headers for one send: those built by [`prepare`] the first time, new ones after.
+    fn take_headers(&mut self) -> Result<HeaderMap, Error> {
+        match self.headers.take() {
+            Some(headers) => Ok(headers),
+            None => headers_of(&self.message, &self.dedup_id).map(|(headers, _)| headers),
+        }
     }
 }
 
-/// Validates `message` for `topic` and builds what goes on the wire; `dedup_id` defaults to
-/// the message id.
-pub(crate) fn prepare(
-    client: &Client,
-    topic: &str,
-    message: &Message,
-    dedup_id: Option<String>,
-) -> Result<Prepared, Error> {
-    validate_topic(topic)?;
-    message.check_limits(client.capabilities.max_payload)?;
-    let dedup_id = dedup_id.unwrap_or_else(|| message.id.clone());
-    let (headers, header_bytes) = headers_of(message, &dedup_id)?;
+/// A message [`prepare`] refused, given back with the reason.
+pub(crate) struct Refused {
+    pub error: Error,
+    pub message: Message,
+}
+
+/// Validates `message` for `topic` and builds what goes on the wire, under its own id as the
+/// deduplication id.
+pub(crate) fn prepare(client: &Client, topic: &str, message: Message) -> Result<Prepared, Refused> {
+    let built = validate_topic(topic)
+        .and_then(|()| message.check_limits(client.capabilities.max_payload))
+        .and_then(|()| headers_of(&message, &message.id));
+    let (headers, header_bytes) = match built {
+        Ok(built) => built,
+        Err(error) => return Err(Refused { error, message }),
+    };
     if header_bytes + message.payload.len() > client.server_max_payload {
-        return Err(Error::HeadersTooLarge(format!(
+        let error = Error::HeadersTooLarge(format!(
             "{header_bytes} bytes of headers plus {} bytes of payload exceed the server's max_payload of {}",
             message.payload.len(),
             client.server_max_payload
-        )));
+        ));
+        return Err(Refused { error, message });
     }
     Ok(Prepared {
-        subject: subject_of(&client.config.subject_prefix, topic),
-        id: message.id.clone(),
-        dedup_id,
-        headers,
-        payload: message.payload.clone(),
+        subject: Subject::from(subject_of(&client.config.subject_prefix, topic)),
+        dedup_id: message.id.clone(),
+        message,
+        headers: Some(headers),
     })
 }
 
@@ -85,11 +97,10 @@ pub(crate) fn prepare_letter(
     let letter = fit_dead_letter(letter, room);
     let (headers, _) = headers_of(&letter, &dedup_id)?;
     Ok(Prepared {
-        subject: subject_of(&client.config.subject_prefix, topic),
-        id: letter.id.clone(),
+        subject: Subject::from(subject_of(&client.config.subject_prefix, topic)),
         dedup_id,
-        headers,
-        payload: letter.payload,
+        message: letter,
+        headers: Some(headers),
     })
 }
 
@@ -99,12 +110,12 @@ const LETTER_MAPPING_ROOM: usize = 256;
 /// Sends every message and waits for its PubAck, keeping up to `max_acks_in_flight` in
 /// flight; retries what failed retryably (same `Nats-Msg-Id`) until `publish_timeout`.
 /// `replays` enables the dead-letter replay check on duplicate acks (see
-/// [`resolve_duplicate`]). Returns one result per message, in order.
+/// [`resolve_duplicate`]). Returns each message with its result, in order.
 pub(crate) async fn confirm(
     client: &Client,
     items: Vec<Prepared>,
     replays: bool,
-) -> Vec<Result<(), Error>> {
+) -> Vec<(Message, Result<(), Error>)> {
     let started = Instant::now();
     let mut run = Confirmation {
         client,
@@ -175,7 +186,7 @@ impl Confirmation<'_> {
     /// One pipelined pass over `todo`: records the items that are done, returns (sorted) the
     /// ones to send again.
     async fn round(&mut self, todo: &[usize]) -> Vec<usize> {
-        let outcome = pass(self.client, &self.items, todo).await;
+        let outcome = pass(self.client, &mut self.items, todo).await;
         let mut retry = Vec::new();
         let mut duplicates = Vec::new();
         for (i, r) in outcome {
@@ -203,10 +214,8 @@ impl Confirmation<'_> {
                 Some(replay_id) => {
                     // A dead-lettered message published again: a replay, not a duplicate.
                     // Send it under a deduplication id of its own.
-                    let p = &mut self.items[i];
-                    p.dedup_id = replay_id;
-                    let _ = insert_header(&mut p.headers, NATS_MSG_ID, &p.dedup_id);
-                    let _ = insert_header(&mut p.headers, HEADER_ID, &p.id);
+                    // The next send builds headers with the new id (and the message's own).
+                    self.items[i].dedup_id = replay_id;
                     retry.push(i);
                 }
             }
@@ -222,11 +231,12 @@ impl Confirmation<'_> {
         }
     }
 
-    fn finish(self) -> Vec<Result<(), Error>> {
+    fn finish(self) -> Vec<(Message, Result<(), Error>)> {
         let timeout = self.timeout();
-        self.results
+        self.items
             .into_iter()
-            .map(|r| r.unwrap_or_else(|| Err(timeout.copy())))
+            .zip(self.results)
+            .map(|(p, r)| (p.message, r.unwrap_or_else(|| Err(timeout.copy()))))
             .collect()
     }
 }
@@ -244,7 +254,7 @@ struct InFlight {
 }
 
 /// One pipelined pass over `todo`.
-async fn pass(client: &Client, items: &[Prepared], todo: &[usize]) -> Vec<(usize, Sent)> {
+async fn pass(client: &Client, items: &mut [Prepared], todo: &[usize]) -> Vec<(usize, Sent)> {
     let window = client.config.max_acks_in_flight;
     let mut out = Vec::with_capacity(todo.len());
     let mut in_flight = VecDeque::with_capacity(window.min(todo.len()));
@@ -254,10 +264,18 @@ async fn pass(client: &Client, items: &[Prepared], todo: &[usize]) -> Vec<(usize
                 out.push(await_ack(client, f).await);
             }
         }
-        let p = &items[i];
+        let p = &mut items[i];
+        let headers = match p.take_headers() {
+            Ok(headers) => headers,
+            // Validated by `prepare`; only a replay's new id could fail here.
+            Err(e) => {
+                out.push((i, Err((PublishErrorKind::Other, e.to_string()))));
+                continue;
+            }
+        };
         let publish = Publish::build()
-            .payload(p.payload.clone())
-            .headers(p.headers.clone());
+            .payload(p.message.payload.clone())
+            .headers(headers);
         // Read before sending: a drop noticed after this may have lost the publish.
         let drops = client.link().drops;
         match client.js.send_publish(p.subject.clone(), publish).await {
@@ -356,7 +374,7 @@ async fn resolve_duplicate(client: &Client, p: &Prepared, seq: u64) -> Option<St
     struct Stored {
         seq: u64,
     }
-    let subject = marker_subject(&client.config.subject_prefix, &p.id);
+    let subject = marker_subject(&client.config.subject_prefix, &p.message.id);
     let request = serde_json::json!({ "last_by_subj": subject });
     let found = client
         .api::<Got, _>(
@@ -366,7 +384,9 @@ async fn resolve_duplicate(client: &Client, p: &Prepared, seq: u64) -> Option<St
         )
         .await;
     match found {
-        Ok(Ok(got)) if got.message.seq > seq => Some(format!("{}~r{}", p.id, got.message.seq)),
+        Ok(Ok(got)) if got.message.seq > seq => {
+            Some(format!("{}~r{}", p.message.id, got.message.seq))
+        }
         Ok(_) => None,
         Err(e) => {
             tracing::warn!(error = %e, "dead-letter marker lookup failed; treating the publish as a duplicate");

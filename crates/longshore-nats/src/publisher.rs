@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use longshore_core::{BatchError, Capabilities, Error, FailedMessage, Health, Message, Publisher};
 
 use crate::client::Client;
-use crate::confirm::{confirm, prepare};
+use crate::confirm::{confirm, prepare, Refused};
 
 /// Publishes to JetStream; see the crate docs for the subject mapping. Made by
 /// [`crate::NatsBroker`] through [`longshore_core::Broker::publisher`].
@@ -48,9 +48,9 @@ impl NatsPublisher {
 impl Publisher for NatsPublisher {
     async fn publish(&self, topic: &str, message: Message) -> Result<(), Error> {
         self.check_open()?;
-        let prepared = prepare(&self.client, topic, &message, None)?;
+        let prepared = prepare(&self.client, topic, message).map_err(|r| r.error)?;
         let mut results = confirm(&self.client, vec![prepared], true).await;
-        results.pop().unwrap_or(Ok(()))
+        results.pop().map_or(Ok(()), |(_, result)| result)
     }
 
     async fn publish_batch(&self, topic: &str, messages: Vec<Message>) -> Result<(), BatchError> {
@@ -62,12 +62,12 @@ impl Publisher for NatsPublisher {
         let mut sent = Vec::with_capacity(total);
         let mut prepared = Vec::with_capacity(total);
         for (index, message) in messages.into_iter().enumerate() {
-            match prepare(&self.client, topic, &message, None) {
+            match prepare(&self.client, topic, message) {
                 Ok(p) => {
                     prepared.push(p);
-                    sent.push((index, message));
+                    sent.push(index);
                 }
-                Err(error) => failed.push(FailedMessage {
+                Err(Refused { error, message }) => failed.push(FailedMessage {
                     index,
                     message,
                     error,
@@ -79,7 +79,7 @@ impl Publisher for NatsPublisher {
             let unconfirmed = sent
                 .into_iter()
                 .zip(results)
-                .filter_map(|((index, message), r)| {
+                .filter_map(|(index, (message, r))| {
                     r.err().map(|error| FailedMessage {
                         index,
                         message,

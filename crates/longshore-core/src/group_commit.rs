@@ -1,4 +1,4 @@
-//! Group commit: concurrent single publishes share one write.
+//! Group commit: concurrent single publishes (or acks) share one write.
 //!
 //! On a SQL backend every `publish` is a transaction, and a commit costs a disk sync (or, on
 //! Postgres, a WAL flush and a NOTIFY). A web service publishes from many request handlers
@@ -102,7 +102,7 @@ impl<T: Send + 'static> GroupCommit<T> {
         result.unwrap_or_else(|_| {
             Err(Error::connection(
                 self.backend,
-                "the shared write carrying this publish ended without an outcome",
+                "the shared write carrying this call ended without an outcome",
             ))
         })
     }

@@ -95,19 +95,13 @@ impl Acker for PgAcker {
         self.settled = true;
         let f = self.fetcher.clone();
         f.finish(self.row);
-        let result = retry_lost("ack", |_| {
-            sqlx::query::<Postgres>(f.client.sql.ack.clone())
-                .bind(self.row)
-                .bind(f.id)
-                .bind(self.attempts)
-                .execute(&f.client.pool)
-        })
-        .await
-        .map_err(PgError::from)?;
-        if result.rows_affected() == 0 {
-            tracing::warn!(subscription = %f.subscription, "ack after the lease expired; the message was redelivered");
-        }
-        Ok(())
+        let fetcher = f.clone();
+        f.acks
+            .submit((self.row, self.attempts), move |rows| {
+                let fetcher = fetcher.clone();
+                async move { delete_acked(&fetcher, rows).await }
+            })
+            .await
     }
 
     async fn nack(mut self: Box<Self>, delay: Option<Duration>) -> Result<(), Error> {
@@ -154,5 +148,36 @@ impl Acker for PgAcker {
         self.settled = true;
         f.finish(self.row);
         Ok(())
+    }
+}
+
+/// Deletes the rows of acks that arrived together, each only while its lease is still this
+/// consumer's; one outcome per ack.
+async fn delete_acked(f: &Fetcher, rows: Vec<(i64, i32)>) -> Vec<Result<(), Error>> {
+    let n = rows.len();
+    let (ids, attempts): (Vec<i64>, Vec<i32>) = rows.into_iter().unzip();
+    let result = retry_lost("ack", |_| {
+        sqlx::query::<Postgres>(f.client.sql.ack.clone())
+            .bind(&ids)
+            .bind(f.id)
+            .bind(&attempts)
+            .execute(&f.client.pool)
+    })
+    .await
+    .map_err(PgError::from);
+    match result {
+        Ok(done) => {
+            let late = n.saturating_sub(usize::try_from(done.rows_affected()).unwrap_or(n));
+            if late > 0 {
+                tracing::warn!(subscription = %f.subscription, late, "acks after the lease expired; those messages were redelivered");
+            }
+            (0..n).map(|_| Ok(())).collect()
+        }
+        Err(e) => {
+            let e = Error::from(e);
+            let mut out: Vec<Result<(), Error>> = (1..n).map(|_| Err(e.copy())).collect();
+            out.push(Err(e));
+            out
+        }
     }
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use longshore_core::Error;
+use longshore_core::{Error, GroupCommit};
 use sqlx::Postgres;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -35,12 +35,17 @@ pub(crate) struct Fetcher {
     /// Woken when a delivery is settled (a prefetch slot freed up).
     pub(crate) settled: tokio::sync::Notify,
     pub(crate) stream_alive: AtomicBool,
+    /// Concurrent acks of this consumer's deliveries, deleted together: a commit per ack
+    /// bounded the drain at one WAL flush per message.
+    pub(crate) acks: GroupCommit<(i64, i32)>,
 }
+
+/// Most acks one delete carries.
+const ACK_MAX_ROWS: usize = 1_000;
 
 impl Fetcher {
     pub(crate) fn new(client: Arc<Client>, subscription: &str, prefetch: usize) -> Self {
         Fetcher {
-            client,
             subscription: subscription.to_string(),
             id: Uuid::new_v4(),
             prefetch,
@@ -48,6 +53,13 @@ impl Fetcher {
             leased: Mutex::new(HashSet::new()),
             settled: tokio::sync::Notify::new(),
             stream_alive: AtomicBool::new(true),
+            // A quarter of the pool: fetches, the heartbeat and publishers need the rest.
+            acks: GroupCommit::new(
+                BACKEND,
+                (client.config.max_connections as usize / 4).max(1),
+                ACK_MAX_ROWS,
+            ),
+            client,
         }
     }
 

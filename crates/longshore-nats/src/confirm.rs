@@ -54,13 +54,18 @@ pub(crate) struct Refused {
 
 /// Validates `message` for `topic` and builds what goes on the wire, under its own id as the
 /// deduplication id.
-pub(crate) fn prepare(client: &Client, topic: &str, message: Message) -> Result<Prepared, Refused> {
+/// A refusal is rare, so it is boxed (a `Message` is large).
+pub(crate) fn prepare(
+    client: &Client,
+    topic: &str,
+    message: Message,
+) -> Result<Prepared, Box<Refused>> {
     let built = validate_topic(topic)
         .and_then(|()| message.check_limits(client.capabilities.max_payload))
         .and_then(|()| headers_of(&message, &message.id));
     let (headers, header_bytes) = match built {
         Ok(built) => built,
-        Err(error) => return Err(Refused { error, message }),
+        Err(error) => return Err(Box::new(Refused { error, message })),
     };
     if header_bytes + message.payload.len() > client.server_max_payload {
         let error = Error::HeadersTooLarge(format!(
@@ -68,7 +73,7 @@ pub(crate) fn prepare(client: &Client, topic: &str, message: Message) -> Result<
             message.payload.len(),
             client.server_max_payload
         ));
-        return Err(Refused { error, message });
+        return Err(Box::new(Refused { error, message }));
     }
     Ok(Prepared {
         subject: Subject::from(subject_of(&client.config.subject_prefix, topic)),

@@ -67,11 +67,14 @@ impl Publisher for NatsPublisher {
                     prepared.push(p);
                     sent.push(index);
                 }
-                Err(Refused { error, message }) => failed.push(FailedMessage {
-                    index,
-                    message,
-                    error,
-                }),
+                Err(refused) => {
+                    let Refused { error, message } = *refused;
+                    failed.push(FailedMessage {
+                        index,
+                        message,
+                        error,
+                    })
+                }
             }
         }
         if !prepared.is_empty() {

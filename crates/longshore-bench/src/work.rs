@@ -33,6 +33,12 @@ pub fn payload_messages(n: usize) -> Vec<Message> {
 
 /// `n` events encoded by the JSON codec (what `EventPublisher` sends), about 250 bytes each.
 pub fn event_messages(n: usize) -> crate::Result<Vec<Message>> {
+    keyed_event_messages(n, 64)
+}
+
+/// [`event_messages`] over `keys` aggregates (message keys), taken in turn.
+pub fn keyed_event_messages(n: usize, keys: usize) -> crate::Result<Vec<Message>> {
+    let keys = keys.max(1);
     let pad = "x".repeat(120);
     (0..n)
         .map(|i| {
@@ -40,7 +46,7 @@ pub fn event_messages(n: usize) -> crate::Result<Vec<Message>> {
                 EVENT_TYPE,
                 serde_json::json!({"seq": i, "order_id": format!("o-{i}"), "pad": pad}),
             )
-            .with_aggregate_id(format!("agg-{}", i % 64));
+            .with_aggregate_id(format!("agg-{}", i % keys));
             JsonCodec.encode(&e).map_err(Into::into)
         })
         .collect()

@@ -108,20 +108,78 @@ pub async fn end_to_end(env: &Env, ls: &Longshore, side: Side, n: usize) -> crat
     Ok(sample)
 }
 
+/// Keys of [`drain_ordered`]'s backlog and its consumers' concurrency (issue #17's case).
+const ORDERED_KEYS: usize = 1_000;
+const ORDERED_CONCURRENCY: usize = 64;
+
+/// The publisher and subscriber a drain of `n` uses: on memory a broker deep enough to hold
+/// the whole backlog (when longshore's runtime consumes), else the facade's.
+fn drain_broker(
+    env: &Env,
+    ls: &Longshore,
+    n: usize,
+    deep: bool,
+) -> (Arc<dyn Publisher>, Arc<dyn Subscriber>) {
+    if env.backend == Backend::Memory && deep {
+        let broker = MemoryBroker::new(MemoryConfig {
+            max_queue_depth: n + 1,
+            ..MemoryConfig::default()
+        });
+        (broker.publisher(), broker.subscriber())
+    } else {
+        (ls.publisher.clone(), ls.subscriber.clone())
+    }
+}
+
+/// Drains a backlog of `n` events over [`ORDERED_KEYS`] keys with [`ORDERED_CONCURRENCY`]
+/// handlers, both sides through longshore's runtime: `Side::Longshore` keeps each key's
+/// order (`ordered_by_key`), `Side::Raw` runs unordered. Rate from the first message handled
+/// to the last.
+pub async fn drain_ordered(
+    env: &Env,
+    ls: &Longshore,
+    side: Side,
+    n: usize,
+) -> crate::Result<Sample> {
+    let (publisher, subscriber) = drain_broker(env, ls, n, true);
+    let (sub, topic) = sub_and_topic();
+    subscriber.ensure_subscription(&sub).await?;
+    let mut left = n;
+    while left > 0 {
+        let k = left.min(1000);
+        publisher
+            .publish_batch(&topic, work::keyed_event_messages(k, ORDERED_KEYS)?)
+            .await?;
+        left -= k;
+    }
+    let rec = Recorder::new(n, false);
+    let t = Timed::start();
+    let ordered = side == Side::Longshore;
+    let consumer = runtime(subscriber.clone(), &sub, rec.clone()).concurrency(ORDERED_CONCURRENCY);
+    let consumer = if ordered {
+        consumer.ordered_by_key()
+    } else {
+        consumer
+    };
+    let handle = consumer.start().await?;
+    let waited = rec.wait(wait_limit(env)).await;
+    let mut sample = t.finish(n, Vec::new());
+    if let Some(span) = rec.span() {
+        sample.elapsed = span;
+        sample.items = n.saturating_sub(1).max(1);
+    }
+    handle.shutdown(Duration::from_secs(10)).await;
+    waited?;
+    if !Arc::ptr_eq(&subscriber, &ls.subscriber) {
+        let _ = subscriber.close().await;
+    }
+    Ok(sample)
+}
+
 /// Consumes a backlog of `n` messages; rate from the first message handled to the last, RSS
 /// over the whole drain (the consumer must not grow with the backlog).
 pub async fn drain(env: &Env, ls: &Longshore, side: Side, n: usize) -> crate::Result<Sample> {
-    // Memory: a broker deep enough to hold the whole backlog.
-    let (publisher, subscriber): (Arc<dyn Publisher>, Arc<dyn Subscriber>) =
-        if env.backend == Backend::Memory && side == Side::Longshore {
-            let broker = MemoryBroker::new(MemoryConfig {
-                max_queue_depth: n + 1,
-                ..MemoryConfig::default()
-            });
-            (broker.publisher(), broker.subscriber())
-        } else {
-            (ls.publisher.clone(), ls.subscriber.clone())
-        };
+    let (publisher, subscriber) = drain_broker(env, ls, n, side == Side::Longshore);
     let (sub, topic) = sub_and_topic();
     subscriber.ensure_subscription(&sub).await?;
     env.raw.prepare(&sub).await?;
@@ -214,17 +272,19 @@ async fn start_consumer(
     sub: &Subscription,
     rec: Arc<Recorder>,
 ) -> crate::Result<ConsumerHandle> {
-    Ok(Consumer::new(subscriber, sub.clone())
-        .on_event(EVENT_TYPE, move |ctx| {
-            rec.record(parse_stamp(
-                ctx.event
-                    .metadata
-                    .headers
-                    .get(SENT_HEADER)
-                    .map(String::as_str),
-            ));
-            async { Ok::<(), HandlerError>(()) }
-        })
-        .start()
-        .await?)
+    Ok(runtime(subscriber, sub, rec).start().await?)
+}
+
+/// longshore's consumer runtime of `sub`, its handler recording into `rec`; not started.
+fn runtime(subscriber: Arc<dyn Subscriber>, sub: &Subscription, rec: Arc<Recorder>) -> Consumer {
+    Consumer::new(subscriber, sub.clone()).on_event(EVENT_TYPE, move |ctx| {
+        rec.record(parse_stamp(
+            ctx.event
+                .metadata
+                .headers
+                .get(SENT_HEADER)
+                .map(String::as_str),
+        ));
+        async { Ok::<(), HandlerError>(()) }
+    })
 }

@@ -34,10 +34,13 @@ pub enum Scenario {
     ReadAll,
     Relay,
     DrainBacklog,
+    /// A backlog over 1,000 keys drained with concurrency 64, each key in order, against the
+    /// same drain unordered (issue #17's target: ordered ≥ 0.9× unordered).
+    DrainOrdered,
 }
 
 impl Scenario {
-    pub const ALL: [Scenario; 13] = [
+    pub const ALL: [Scenario; 14] = [
         Scenario::PublishOne,
         Scenario::PublishBatch,
         Scenario::PublishConcurrent1,
@@ -51,6 +54,7 @@ impl Scenario {
         Scenario::ReadAll,
         Scenario::Relay,
         Scenario::DrainBacklog,
+        Scenario::DrainOrdered,
     ];
 
     pub fn name(self) -> &'static str {
@@ -68,6 +72,7 @@ impl Scenario {
             Scenario::ReadAll => "read-all",
             Scenario::Relay => "relay",
             Scenario::DrainBacklog => "drain-backlog",
+            Scenario::DrainOrdered => "drain-ordered",
         }
     }
 
@@ -85,6 +90,11 @@ impl Scenario {
     /// rather than the same pattern as longshore's.
     pub fn against_best(self) -> bool {
         self.callers().is_some() || self == Scenario::PublishStream
+    }
+
+    /// What the raw side is when it is not the backend's raw client.
+    pub fn baseline(self) -> Option<&'static str> {
+        (self == Scenario::DrainOrdered).then_some("longshore, unordered")
     }
 
     pub fn from_name(s: &str) -> Option<Scenario> {
@@ -111,7 +121,7 @@ impl Scenario {
             Scenario::StoreAppend1 | Scenario::StoreAppend10 => "one transaction",
             Scenario::ReadAll => "one page of 500",
             Scenario::Relay => "one relay pass (100 rows)",
-            Scenario::Transport | Scenario::DrainBacklog => "–",
+            Scenario::Transport | Scenario::DrainBacklog | Scenario::DrainOrdered => "–",
         }
     }
 
@@ -165,10 +175,10 @@ impl Scenario {
             (Scenario::ReadAll, _) => 20_000,
             (Scenario::Relay, Memory) => 20_000,
             (Scenario::Relay, _) => 10_000,
-            (Scenario::DrainBacklog, Memory) => 1_000_000,
-            (Scenario::DrainBacklog, Rabbitmq) => 50_000,
-            (Scenario::DrainBacklog, Postgres | Sqlite) => 20_000,
-            (Scenario::DrainBacklog, _) => 100_000,
+            (Scenario::DrainBacklog | Scenario::DrainOrdered, Memory) => 1_000_000,
+            (Scenario::DrainBacklog | Scenario::DrainOrdered, Rabbitmq) => 50_000,
+            (Scenario::DrainBacklog | Scenario::DrainOrdered, Postgres | Sqlite) => 20_000,
+            (Scenario::DrainBacklog | Scenario::DrainOrdered, _) => 100_000,
         }
     }
 }

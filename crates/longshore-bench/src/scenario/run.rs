@@ -7,7 +7,7 @@ use longshore::Longshore;
 use longshore_core::memory::{MemoryBroker, MemoryConfig};
 use longshore_core::Broker;
 
-use super::consume::{drain, end_to_end, transport};
+use super::consume::{drain, drain_ordered, end_to_end, transport};
 use super::events::{append, fill_store, read_all, relay, PAGE};
 use super::publish::{publish, raw_publish, Pattern};
 use super::side::{order, Side};
@@ -180,7 +180,9 @@ struct Run<'a> {
 impl Run<'_> {
     fn rounds(&self) -> usize {
         match self.scenario {
-            Scenario::DrainBacklog if !self.env.quick => self.env.rounds.min(2),
+            Scenario::DrainBacklog | Scenario::DrainOrdered if !self.env.quick => {
+                self.env.rounds.min(2)
+            }
             _ => self.env.rounds,
         }
     }
@@ -230,6 +232,7 @@ impl Run<'_> {
             Scenario::ReadAll => read_all(env, ls, schema, side, n).await,
             Scenario::Relay => relay(env, ls, schema, side, n).await,
             Scenario::DrainBacklog => drain(env, ls, side, n).await,
+            Scenario::DrainOrdered => drain_ordered(env, ls, side, n).await,
         }
     }
 
@@ -305,7 +308,9 @@ impl Run<'_> {
             scenario: self.scenario.name().to_string(),
             backend: self.env.backend.name().to_string(),
             variant: variant.map(str::to_string),
-            raw_client: if self.scenario.against_best() {
+            raw_client: if let Some(baseline) = self.scenario.baseline() {
+                baseline.to_string()
+            } else if self.scenario.against_best() {
                 format!("{}, at its best", self.env.backend.raw_name())
             } else {
                 self.env.backend.raw_name().to_string()

@@ -8,7 +8,9 @@
 --
 -- Inserts one row per message for every subscription whose patterns match the topic, in the
 -- messages' order, and notifies those subscriptions. `p_retry` (after a lost connection)
--- skips subscriptions that already hold a row with the message's id.
+-- skips subscriptions that already hold a row with the message's id. Two statements rather
+-- than one with `WHERE NOT p_retry OR NOT EXISTS (…)`: the common form's plan then carries
+-- no lookup at all.
 CREATE FUNCTION queue_publish(
     p_topic    text,
     p_ids      text[],

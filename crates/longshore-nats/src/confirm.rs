@@ -53,8 +53,8 @@ pub(crate) struct Refused {
 }
 
 /// Validates `message` for `topic` and builds what goes on the wire, under its own id as the
-/// deduplication id.
-/// A refusal is rare, so it is boxed (a `Message` is large).
+/// deduplication id. A refusal gives the message back, boxed (refusals are rare and a
+/// `Message` is large).
 pub(crate) fn prepare(
     client: &Client,
     topic: &str,

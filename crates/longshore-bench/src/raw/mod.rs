@@ -30,7 +30,14 @@ pub struct Consume<'a> {
     pub prefetch: usize,
     pub concurrency: usize,
     pub rec: Arc<Recorder>,
+    /// The consumer as the client's documentation recommends for throughput (see
+    /// [`Consume::at_best`]) rather than the same pattern as longshore's runtime.
+    pub best: bool,
 }
+
+/// Prefetch of a raw consumer at its best: lapin's prefetch and async-nats's pull batch of at
+/// least 1,000 (issue #17); sqlx fetches that many rows at once.
+pub const BEST_PREFETCH: usize = 1_000;
 
 impl<'a> Consume<'a> {
     pub fn new(
@@ -48,7 +55,16 @@ impl<'a> Consume<'a> {
             prefetch,
             concurrency,
             rec: rec.clone(),
+            best: false,
         }
+    }
+
+    /// The consumer at its best: a prefetch of [`BEST_PREFETCH`], and where the client can
+    /// settle many at once (sqlx), one settlement per fetched batch.
+    pub fn at_best(mut self) -> Self {
+        self.prefetch = BEST_PREFETCH;
+        self.best = true;
+        self
     }
 }
 

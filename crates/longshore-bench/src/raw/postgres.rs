@@ -157,7 +157,8 @@ impl RawClient for RawPg {
              WHERE q.id = picked.id RETURNING q.id, q.headers::text AS headers, q.payload"
         );
         let ack = format!("DELETE FROM \"{schema}\".raw_queue WHERE id = $1");
-        let (n, prefetch, concurrency, rec) = (c.n, c.prefetch, c.concurrency, c.rec);
+        let ack_all = format!("DELETE FROM \"{schema}\".raw_queue WHERE id = ANY($1)");
+        let (n, prefetch, concurrency, rec, best) = (c.n, c.prefetch, c.concurrency, c.rec, c.best);
         Ok(tokio::spawn(async move {
             let mut done = 0;
             while done < n {
@@ -172,6 +173,25 @@ impl RawClient for RawPg {
                     continue;
                 }
                 done += rows.len();
+                if best {
+                    // At its best: handle the fetched rows, then delete them in one statement.
+                    let mut ids = Vec::with_capacity(rows.len());
+                    for row in &rows {
+                        ids.push(row.try_get::<i64, _>("id")?);
+                        let headers: String = row.try_get("headers")?;
+                        let payload: Vec<u8> = row.try_get("payload")?;
+                        let headers: longshore_core::Headers = serde_json::from_str(&headers)?;
+                        rec.handle_raw(
+                            &payload,
+                            parse_stamp(headers.get(SENT_HEADER).map(String::as_str)),
+                        );
+                    }
+                    sqlx::query(AssertSqlSafe(ack_all.clone()))
+                        .bind(&ids)
+                        .execute(&pool)
+                        .await?;
+                    continue;
+                }
                 let results: Vec<crate::Result<()>> = futures::stream::iter(rows)
                     .map(|row| {
                         let (pool, rec, ack) = (&pool, &rec, &ack);

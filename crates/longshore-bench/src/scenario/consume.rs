@@ -81,7 +81,14 @@ pub async fn transport(
 
 /// A batched publisher and a consumer running together until all `n` are handled; latency
 /// from the send stamp to the handler.
-pub async fn end_to_end(env: &Env, ls: &Longshore, side: Side, n: usize) -> crate::Result<Sample> {
+/// `best`: the raw side is the raw consumer at its best ([`Consume::at_best`]).
+pub async fn end_to_end(
+    env: &Env,
+    ls: &Longshore,
+    side: Side,
+    n: usize,
+    best: bool,
+) -> crate::Result<Sample> {
     let (sub, topic) = sub_and_topic();
     ls.subscriber.ensure_subscription(&sub).await?;
     env.raw.prepare(&sub).await?;
@@ -91,7 +98,7 @@ pub async fn end_to_end(env: &Env, ls: &Longshore, side: Side, n: usize) -> crat
     }
     let batches = batches(all);
     let rec = Recorder::new(n, true);
-    let running = Running::start(env, side, &ls.subscriber, &sub, &topic, n, &rec).await?;
+    let running = Running::start(env, side, &ls.subscriber, &sub, &topic, n, &rec, best).await?;
     let t = Timed::start();
     let published: crate::Result<()> = async {
         for mut b in batches {
@@ -177,8 +184,15 @@ pub async fn drain_ordered(
 }
 
 /// Consumes a backlog of `n` messages; rate from the first message handled to the last, RSS
-/// over the whole drain (the consumer must not grow with the backlog).
-pub async fn drain(env: &Env, ls: &Longshore, side: Side, n: usize) -> crate::Result<Sample> {
+/// over the whole drain (the consumer must not grow with the backlog). `best`: the raw side is
+/// the raw consumer at its best ([`Consume::at_best`]).
+pub async fn drain(
+    env: &Env,
+    ls: &Longshore,
+    side: Side,
+    n: usize,
+    best: bool,
+) -> crate::Result<Sample> {
     let (publisher, subscriber) = drain_broker(env, ls, n, side == Side::Longshore);
     let (sub, topic) = sub_and_topic();
     subscriber.ensure_subscription(&sub).await?;
@@ -195,7 +209,7 @@ pub async fn drain(env: &Env, ls: &Longshore, side: Side, n: usize) -> crate::Re
     }
     let rec = Recorder::new(n, false);
     let t = Timed::start();
-    let running = Running::start(env, side, &subscriber, &sub, &topic, n, &rec).await?;
+    let running = Running::start(env, side, &subscriber, &sub, &topic, n, &rec, best).await?;
     let waited = rec.wait(wait_limit(env)).await;
     let mut sample = t.finish(n, Vec::new());
     if let Some(span) = rec.span() {
@@ -221,8 +235,9 @@ enum Running {
 
 impl Running {
     /// Starts `side`'s consumer of `sub`: longshore's runtime (default concurrency) on
-    /// `subscriber`, or the raw client's with [`CONCURRENCY`] prefetch and handlers; both
-    /// record into `rec`.
+    /// `subscriber`, or the raw client's with [`CONCURRENCY`] prefetch and handlers (or at its
+    /// best, `best`); both record into `rec`.
+    #[allow(clippy::too_many_arguments)]
     async fn start(
         env: &Env,
         side: Side,
@@ -231,16 +246,17 @@ impl Running {
         topic: &str,
         n: usize,
         rec: &Arc<Recorder>,
+        best: bool,
     ) -> crate::Result<Running> {
         Ok(match side {
             Side::Longshore => {
                 Running::Longshore(start_consumer(subscriber.clone(), sub, rec.clone()).await?)
             }
-            Side::Raw => Running::Raw(
-                env.raw
-                    .start_consumer(Consume::new(sub, topic, n, CONCURRENCY, CONCURRENCY, rec))
-                    .await?,
-            ),
+            Side::Raw => {
+                let c = Consume::new(sub, topic, n, CONCURRENCY, CONCURRENCY, rec);
+                let c = if best { c.at_best() } else { c };
+                Running::Raw(env.raw.start_consumer(c).await?)
+            }
         })
     }
 

@@ -22,6 +22,8 @@ use crate::store::postgres::raw_read_all;
 const BARE_MEMORY: &str = "the bare memory broker, without the facade's tracing and metrics layer";
 /// The publish-one and publish-batch variant compared with the raw client at its best.
 const RAW_BEST: &str = "vs the raw client at its best (windowed confirms / multi-row inserts)";
+const RAW_BEST_CONSUMER: &str =
+    "vs the raw consumer at its best (prefetch 1,000; sqlx: one delete per fetched batch)";
 /// SQLite's second pass: every scenario again with `synchronous=FULL` on both sides (the
 /// rows without it are NORMAL, the adapter's default).
 const SQLITE_FULL: &str = "synchronous=FULL on both sides";
@@ -226,12 +228,12 @@ impl Run<'_> {
             Scenario::Transport => {
                 transport(env, &ls.publisher, &ls.subscriber, side, n, false).await
             }
-            Scenario::EndToEnd => end_to_end(env, ls, side, n).await,
+            Scenario::EndToEnd => end_to_end(env, ls, side, n, false).await,
             Scenario::StoreAppend1 => append(env, ls, side, n, 1).await,
             Scenario::StoreAppend10 => append(env, ls, side, n, 10).await,
             Scenario::ReadAll => read_all(env, ls, schema, side, n).await,
             Scenario::Relay => relay(env, ls, schema, side, n).await,
-            Scenario::DrainBacklog => drain(env, ls, side, n).await,
+            Scenario::DrainBacklog => drain(env, ls, side, n, false).await,
             Scenario::DrainOrdered => drain_ordered(env, ls, side, n).await,
         }
     }
@@ -256,6 +258,17 @@ impl Run<'_> {
             let sample = transport(env, &p, &s, Side::Longshore, n, true).await?;
             let _ = s.close().await;
             samples.push_extra(BARE_MEMORY, sample);
+        }
+        if env.backend != Backend::Memory
+            && matches!(scenario, Scenario::EndToEnd | Scenario::DrainBacklog)
+        {
+            // The same-pattern row above; this one compares with the raw consumer at its best.
+            let s = if scenario == Scenario::EndToEnd {
+                end_to_end(env, self.ls, Side::Raw, n, true).await?
+            } else {
+                drain(env, self.ls, Side::Raw, n, true).await?
+            };
+            samples.push_extra(RAW_BEST_CONSUMER, s);
         }
         if matches!(scenario, Scenario::PublishOne | Scenario::PublishBatch) {
             // The same-pattern row above; this one compares with the raw client at its best.
@@ -290,7 +303,7 @@ impl Run<'_> {
             if variant == BARE_MEMORY {
                 r.raw_client = "MemoryBroker".to_string();
             }
-            if variant == RAW_BEST {
+            if variant == RAW_BEST || variant == RAW_BEST_CONSUMER {
                 r.raw_client = format!("{}, at its best", r.raw_client);
             }
             rows.push(r);

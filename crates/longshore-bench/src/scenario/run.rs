@@ -23,7 +23,7 @@ const BARE_MEMORY: &str = "the bare memory broker, without the facade's tracing 
 /// The publish-one and publish-batch variant compared with the raw client at its best.
 const RAW_BEST: &str = "vs the raw client at its best (windowed confirms / multi-row inserts)";
 const RAW_BEST_CONSUMER: &str =
-    "vs the raw consumer at its best (prefetch 1,000; sqlx: one delete per fetched batch)";
+    "vs the raw consumer at its best (prefetch 1,000; Postgres: one delete per fetched batch)";
 /// SQLite's second pass: every scenario again with `synchronous=FULL` on both sides (the
 /// rows without it are NORMAL, the adapter's default).
 const SQLITE_FULL: &str = "synchronous=FULL on both sides";

@@ -8,10 +8,11 @@ use std::time::Duration;
 use async_trait::async_trait;
 use futures::StreamExt;
 use longshore_core::Message;
+use sqlx::postgres::PgRow;
 use sqlx::{AssertSqlSafe, PgPool, Row};
 
 use super::{Consume, ConsumerTask, RawClient, BEST_CHUNK};
-use crate::measure::{parse_stamp, SENT_HEADER};
+use crate::measure::{parse_stamp, Recorder, SENT_HEADER};
 
 /// The raw queue's wake-up channel: each insert notifies it in the same statement, as the
 /// adapter's publish notifies its consumers (a commit with a NOTIFY costs more than one
@@ -177,14 +178,7 @@ impl RawClient for RawPg {
                     // At its best: handle the fetched rows, then delete them in one statement.
                     let mut ids = Vec::with_capacity(rows.len());
                     for row in &rows {
-                        ids.push(row.try_get::<i64, _>("id")?);
-                        let headers: String = row.try_get("headers")?;
-                        let payload: Vec<u8> = row.try_get("payload")?;
-                        let headers: longshore_core::Headers = serde_json::from_str(&headers)?;
-                        rec.handle_raw(
-                            &payload,
-                            parse_stamp(headers.get(SENT_HEADER).map(String::as_str)),
-                        );
+                        ids.push(handle_row(row, &rec)?);
                     }
                     sqlx::query(AssertSqlSafe(ack_all.clone()))
                         .bind(&ids)
@@ -196,14 +190,7 @@ impl RawClient for RawPg {
                     .map(|row| {
                         let (pool, rec, ack) = (&pool, &rec, &ack);
                         async move {
-                            let id: i64 = row.try_get("id")?;
-                            let headers: String = row.try_get("headers")?;
-                            let payload: Vec<u8> = row.try_get("payload")?;
-                            let headers: longshore_core::Headers = serde_json::from_str(&headers)?;
-                            rec.handle_raw(
-                                &payload,
-                                parse_stamp(headers.get(SENT_HEADER).map(String::as_str)),
-                            );
+                            let id = handle_row(&row, rec)?;
                             sqlx::query(AssertSqlSafe(ack.clone()))
                                 .bind(id)
                                 .execute(pool)
@@ -219,4 +206,17 @@ impl RawClient for RawPg {
             Ok(())
         }))
     }
+}
+
+/// Hands a fetched queue row to the recorder; returns its id.
+fn handle_row(row: &PgRow, rec: &Recorder) -> crate::Result<i64> {
+    let id: i64 = row.try_get("id")?;
+    let headers: String = row.try_get("headers")?;
+    let payload: Vec<u8> = row.try_get("payload")?;
+    let headers: longshore_core::Headers = serde_json::from_str(&headers)?;
+    rec.handle_raw(
+        &payload,
+        parse_stamp(headers.get(SENT_HEADER).map(String::as_str)),
+    );
+    Ok(id)
 }

@@ -170,11 +170,7 @@ pub async fn drain_ordered(
     };
     let handle = consumer.start().await?;
     let waited = rec.wait(wait_limit(env)).await;
-    let mut sample = t.finish(n, Vec::new());
-    if let Some(span) = rec.span() {
-        sample.elapsed = span;
-        sample.items = n.saturating_sub(1).max(1);
-    }
+    let sample = drained(t, &rec, n);
     handle.shutdown(Duration::from_secs(10)).await;
     waited?;
     if !Arc::ptr_eq(&subscriber, &ls.subscriber) {
@@ -211,11 +207,7 @@ pub async fn drain(
     let t = Timed::start();
     let running = Running::start(env, side, &subscriber, &sub, &topic, n, &rec, best).await?;
     let waited = rec.wait(wait_limit(env)).await;
-    let mut sample = t.finish(n, Vec::new());
-    if let Some(span) = rec.span() {
-        sample.elapsed = span;
-        sample.items = n.saturating_sub(1).max(1);
-    }
+    let sample = drained(t, &rec, n);
     running.stop(waited.is_ok()).await?;
     waited?;
     env.raw.cleanup(&sub).await?;
@@ -223,6 +215,16 @@ pub async fn drain(
         let _ = subscriber.close().await;
     }
     Ok(sample)
+}
+
+/// A drain's sample: the rate from the first message handled to the last.
+fn drained(t: Timed, rec: &Recorder, n: usize) -> Sample {
+    let mut sample = t.finish(n, Vec::new());
+    if let Some(span) = rec.span() {
+        sample.elapsed = span;
+        sample.items = n.saturating_sub(1).max(1);
+    }
+    sample
 }
 
 /// The consuming side of an end-to-end or drain round.

@@ -10,6 +10,16 @@ pub const PAYLOAD: usize = 256;
 pub const BATCH: usize = 100;
 /// The consumer runtime's default concurrency (`Consumer::new`), used by both sides end to end.
 pub const CONCURRENCY: usize = 16;
+/// The prefetch longshore's runtime gives the backend by default (the subscription's default,
+/// at least the concurrency), used by both sides end to end.
+pub const PREFETCH: usize = {
+    let p = longshore_core::DEFAULT_PREFETCH as usize;
+    if p > CONCURRENCY {
+        p
+    } else {
+        CONCURRENCY
+    }
+};
 /// Event type of the end-to-end messages.
 pub const EVENT_TYPE: &str = "bench_tick";
 

@@ -26,7 +26,7 @@ pub const HEADER_DLQ_AT: &str = "x-dead-lettered-at";
 pub const HEADER_DLQ_TRUNCATED: &str = "x-dead-letter-truncated";
 
 /// Default number of unacknowledged deliveries a consumer may hold.
-pub const DEFAULT_PREFETCH: u16 = 32;
+pub const DEFAULT_PREFETCH: u16 = 256;
 
 /// A durable, named subscription to the topics matching any of its patterns.
 ///

@@ -163,9 +163,12 @@ impl StreamState {
             if let Some(d) = self.buffer.pop_front() {
                 return Some(Ok(d));
             }
+            // Refill once half the prefetch is free (or nothing is held): one fetch of many
+            // rows rather than a fetch per settled delivery.
             let held = fetcher.in_flight.load(Ordering::Acquire);
-            if held < fetcher.prefetch {
-                match self.fetch(fetcher.prefetch - held, closing.as_mut()).await {
+            let room = fetcher.prefetch.saturating_sub(held);
+            if room > 0 && (held == 0 || room >= fetcher.prefetch.div_ceil(2)) {
+                match self.fetch(room, closing.as_mut()).await {
                     Fetched::Some => continue,
                     Fetched::None => {}
                     Fetched::End => return None,

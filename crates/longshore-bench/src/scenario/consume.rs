@@ -15,7 +15,7 @@ use super::side::{batches, publish_batch, sub_and_topic, wait_limit, Side};
 use crate::backend::{Backend, Env};
 use crate::measure::{parse_stamp, Recorder, Sample, Timed, SENT_HEADER};
 use crate::raw::{Consume, ConsumerTask};
-use crate::work::{self, CONCURRENCY, EVENT_TYPE};
+use crate::work::{self, CONCURRENCY, EVENT_TYPE, PREFETCH};
 
 /// Prefetch of the transport scenario's one consumer (below every backend's maximum).
 const TRANSPORT_PREFETCH: u16 = 1000;
@@ -237,7 +237,7 @@ enum Running {
 
 impl Running {
     /// Starts `side`'s consumer of `sub`: longshore's runtime (default concurrency) on
-    /// `subscriber`, or the raw client's with [`CONCURRENCY`] prefetch and handlers (or at its
+    /// `subscriber`, or the raw client's with [`PREFETCH`] and [`CONCURRENCY`] handlers (or at its
     /// best, `best`); both record into `rec`.
     #[allow(clippy::too_many_arguments)]
     async fn start(
@@ -255,7 +255,7 @@ impl Running {
                 Running::Longshore(start_consumer(subscriber.clone(), sub, rec.clone()).await?)
             }
             Side::Raw => {
-                let c = Consume::new(sub, topic, n, CONCURRENCY, CONCURRENCY, rec);
+                let c = Consume::new(sub, topic, n, PREFETCH, CONCURRENCY, rec);
                 let c = if best { c.at_best() } else { c };
                 Running::Raw(env.raw.start_consumer(c).await?)
             }

@@ -148,7 +148,8 @@ impl Consumer {
     }
 
     /// How many handlers run at once (the size of the worker pool) and how many deliveries
-    /// the consumer holds (its prefetch), unless a batch handler needs more.
+    /// the runtime takes at once, unless a batch handler needs more. The subscription's
+    /// prefetch (raised to this if lower) bounds what the backend holds for the consumer.
     pub fn concurrency(mut self, n: usize) -> Self {
         self.concurrency = n.clamp(1, usize::from(u16::MAX));
         self
@@ -234,7 +235,14 @@ impl Consumer {
             RouteSpec::One(_) => 0,
         });
         let held = largest_batch.fold(self.concurrency, usize::max);
-        let prefetch = u16::try_from(held).unwrap_or(u16::MAX);
+        // The runtime takes at most `held` deliveries off the stream; the backend may hold up
+        // to the subscription's prefetch beyond them, so the next ones are already on their
+        // way when a worker frees up (a prefetch of `held` left the broker idle for a round
+        // trip each time). Deliveries the runtime has not taken are not started by a paused
+        // consumer, and closing the stream gives them back.
+        let prefetch = u16::try_from(held)
+            .unwrap_or(u16::MAX)
+            .max(self.subscription.prefetch);
         let subscription = self.subscription.clone().with_prefetch(prefetch);
         let stream = self.subscriber.subscribe(&subscription).await?;
         let (stop_tx, stop_rx) = watch::channel(false);
@@ -349,8 +357,8 @@ impl ConsumerHandle {
     }
 
     /// Stops taking deliveries from the subscription: from now on no handler starts on a
-    /// delivery fetched after this call (at most one fetched delivery is held, unacknowledged,
-    /// within the prefetch). Deliveries taken before run to their end.
+    /// delivery fetched after this call (the runtime takes at most one more; the backend holds
+    /// no more than the prefetch, unacknowledged). Deliveries taken before run to their end.
     pub fn pause(&self) {
         self.flow.set_paused(true);
     }

@@ -89,19 +89,36 @@ impl Drop for PgAcker {
 
 #[async_trait]
 impl Acker for PgAcker {
+    /// Queues the row's delete and returns: like an AMQP or JetStream ack, it is handed to the
+    /// broker, not confirmed. A consumer's handlers then do not each wait a round trip for
+    /// their ack (that wait bounded a drain at concurrency ÷ delete latency, ~13k msg/s).
+    /// Until the delete commits the row stays leased by us (renewed) and holds its prefetch
+    /// slot, so queued deletes are bounded by the prefetch; if it never commits, the message
+    /// comes back after its lease. The broker's `close` waits for queued deletes.
     async fn ack(mut self: Box<Self>) -> Result<(), Error> {
-        // Settled from here on, even if this future is dropped: the row stays leased by us
-        // until the delete commits, and comes back after its lease if it never does.
         self.settled = true;
-        let f = self.fetcher.clone();
-        f.finish(self.row);
-        let fetcher = f.clone();
-        f.acks
-            .submit((self.row, self.attempts), move |rows| {
-                let fetcher = fetcher.clone();
-                async move { delete_acked(&fetcher, rows).await }
-            })
-            .await
+        let queued = QueuedAck::new(self.fetcher.clone(), self.row);
+        let attempts = self.attempts;
+        let write = async move {
+            let flusher = queued.fetcher.clone();
+            let deleted = queued
+                .fetcher
+                .acks
+                .submit((queued.row, attempts), move |rows| {
+                    let fetcher = flusher.clone();
+                    async move { delete_acked(&fetcher, rows).await }
+                })
+                .await;
+            if let Err(e) = deleted {
+                tracing::warn!(subscription = %queued.fetcher.subscription, error = %e, "ack not written; the message comes back when its lease expires");
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => drop(runtime.spawn(write)),
+            // Polled outside a Tokio runtime: no task to hand the write to, so wait for it.
+            Err(_) => write.await,
+        }
+        Ok(())
     }
 
     async fn nack(mut self: Box<Self>, delay: Option<Duration>) -> Result<(), Error> {
@@ -148,6 +165,27 @@ impl Acker for PgAcker {
         self.settled = true;
         f.finish(self.row);
         Ok(())
+    }
+}
+
+/// An ack whose delete is queued: counted in the client's pending acks, and its row leased
+/// and in flight, until it is dropped (after the delete, or with its task).
+struct QueuedAck {
+    fetcher: Arc<Fetcher>,
+    row: i64,
+}
+
+impl QueuedAck {
+    fn new(fetcher: Arc<Fetcher>, row: i64) -> Self {
+        fetcher.client.pending_acks.begin();
+        QueuedAck { fetcher, row }
+    }
+}
+
+impl Drop for QueuedAck {
+    fn drop(&mut self) {
+        self.fetcher.finish(self.row);
+        self.fetcher.client.pending_acks.end();
     }
 }
 

@@ -2,11 +2,13 @@
 //! and ackers, and by the event store, outbox and inbox the broker hands out; and the
 //! backend's capabilities.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use longshore_core::{Capabilities, Error};
 use sqlx::postgres::{PgPool, PgPoolOptions};
+use tokio::sync::Notify;
 
 use crate::config::PgConfig;
 use crate::error::PgError;
@@ -28,6 +30,44 @@ pub(crate) struct Client {
     pub(crate) channel: String,
     /// Set by the broker's `close`: every handle refuses work afterwards.
     closed: AtomicBool,
+    /// Acks whose delete is queued and not yet written (see `acker.rs`).
+    pub(crate) pending_acks: PendingAcks,
+}
+
+/// How long the broker's `close` waits for queued acks before closing the pool.
+const ACK_FLUSH_LIMIT: Duration = Duration::from_secs(5);
+
+/// Acks whose delete is queued and not yet written: `close` waits for them, so a service that
+/// stops right after its consumers does not get its last messages again.
+#[derive(Default)]
+pub(crate) struct PendingAcks {
+    count: AtomicUsize,
+    idle: Notify,
+}
+
+impl PendingAcks {
+    pub(crate) fn begin(&self) {
+        self.count.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn end(&self) {
+        if self.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.idle.notify_waiters();
+        }
+    }
+
+    /// Resolves once no ack is queued.
+    async fn idle(&self) {
+        loop {
+            let idle = self.idle.notified();
+            tokio::pin!(idle);
+            idle.as_mut().enable();
+            if self.count.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            idle.await;
+        }
+    }
 }
 
 impl Drop for Client {
@@ -67,6 +107,7 @@ impl Client {
             config,
             hub,
             closed: AtomicBool::new(false),
+            pending_acks: PendingAcks::default(),
         })
     }
 
@@ -86,12 +127,19 @@ impl Client {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// Refuses work from now on, wakes every waiting consumer (their streams end) and closes
-    /// the pool, waiting for queries in flight.
+    /// Refuses work from now on, wakes every waiting consumer (their streams end), lets
+    /// queued acks be written (for up to [`ACK_FLUSH_LIMIT`]) and closes the pool, waiting for
+    /// queries in flight.
     pub(crate) async fn close(&self) {
         self.closed.store(true, Ordering::Release);
         self.hub.stop();
         self.hub.wake_everyone();
+        if tokio::time::timeout(ACK_FLUSH_LIMIT, self.pending_acks.idle())
+            .await
+            .is_err()
+        {
+            tracing::warn!("closing with acks not yet written; those messages come back when their lease expires");
+        }
         self.pool.close().await;
     }
 }

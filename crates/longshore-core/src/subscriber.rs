@@ -25,7 +25,9 @@ pub const HEADER_DLQ_AT: &str = "x-dead-lettered-at";
 /// Header: what [`fit_dead_letter`] cut from a dead letter too large for the broker.
 pub const HEADER_DLQ_TRUNCATED: &str = "x-dead-letter-truncated";
 
-/// Default number of unacknowledged deliveries a consumer may hold.
+/// Default number of unacknowledged deliveries a consumer may hold: enough that the broker
+/// streams while handlers run (see BENCHMARKS.md, "Prefetch"); lower it where slow handlers
+/// should leave messages to competing consumers.
 pub const DEFAULT_PREFETCH: u16 = 256;
 
 /// A durable, named subscription to the topics matching any of its patterns.

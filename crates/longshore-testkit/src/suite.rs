@@ -176,6 +176,7 @@ macro_rules! __broker_scenarios {
                 health_not_ready_after_close,
                 lag_counts_waiting_messages,
                 lag_of_unknown_subscription_is_invalid_name,
+                acks_before_close_are_kept,
             ]
             bad_input_conformance: bad_input [
                 bad_input_invalid_json,

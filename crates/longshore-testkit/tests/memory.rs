@@ -13,6 +13,8 @@ longshore_testkit::conformance!(MemoryBroker, "memory://", skip: [
         "memory:// lives in one process: a second connection is a new, empty broker",
     delayed_retry_survives_a_consumer_restart =>
         "memory:// lives in one process: a second connection is a new, empty broker",
+    acks_before_close_are_kept =>
+        "memory:// lives in one process: a second connection is a new, empty broker",
 ]);
 
 /// Each call makes a new broker, so every store starts empty.

@@ -133,6 +133,33 @@ pub async fn lag_counts_waiting_messages(f: &Fixture) {
     assert_unknown_lag_is_invalid_name(&s.subscriber, &s.sub("nobody")).await;
 }
 
+/// Acks made just before the broker closes are kept: `close` lets the settlements already
+/// handed to the broker reach it (a Postgres ack's queued delete, a JetStream ack, an AMQP
+/// ack frame, a Kafka offset), so the lag another connection reads drops to zero and nothing
+/// comes back. Backends that cannot tell lag skip it.
+pub async fn acks_before_close_are_kept(f: &Fixture) {
+    let s = f.scene();
+    let Some((topic, sub)) = lag_reported(f, &s, "acks_before_close_are_kept").await else {
+        return;
+    };
+    const N: usize = 20;
+    // One by one: some Kafka-protocol brokers report batch watermarks loosely.
+    for i in 0..N {
+        s.publish(&topic, message(i)).await;
+    }
+    lag_reaches(s.subscriber.as_ref(), &sub.name, N as u64).await;
+    let other = f.reconnect().await;
+    let mut stream = other
+        .subscriber()
+        .subscribe(&sub.clone().with_prefetch(N as u16))
+        .await
+        .expect("subscribe");
+    drain_ids(&mut stream, N).await;
+    other.close().await.expect("close");
+    drop(stream);
+    lag_reaches(s.subscriber.as_ref(), &sub.name, 0).await;
+}
+
 /// `lag()` of a subscription nobody declared is `InvalidName` (kind `subscription`), which is
 /// not worth retrying.
 pub async fn lag_of_unknown_subscription_is_invalid_name(f: &Fixture) {

@@ -128,18 +128,24 @@ impl Client {
     }
 
     /// Refuses work from now on, wakes every waiting consumer (their streams end), lets
-    /// queued acks be written (for up to [`ACK_FLUSH_LIMIT`]) and closes the pool, waiting for
-    /// queries in flight.
+    /// queued acks be written and closes the pool, waiting for queries in flight.
     pub(crate) async fn close(&self) {
         self.closed.store(true, Ordering::Release);
         self.hub.stop();
         self.hub.wake_everyone();
+        self.write_queued_acks().await;
+        self.pool.close().await;
+    }
+
+    /// Waits (up to [`ACK_FLUSH_LIMIT`]) until every queued ack is written: what closing the
+    /// broker or a subscriber does, so a process that exits right after does not get its last
+    /// messages again.
+    pub(crate) async fn write_queued_acks(&self) {
         if tokio::time::timeout(ACK_FLUSH_LIMIT, self.pending_acks.idle())
             .await
             .is_err()
         {
             tracing::warn!("closing with acks not yet written; those messages come back when their lease expires");
         }
-        self.pool.close().await;
     }
 }

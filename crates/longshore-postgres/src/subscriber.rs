@@ -256,9 +256,11 @@ impl Subscriber for PgSubscriber {
         self.declare(subscription).await
     }
 
+    /// Ends this handle's streams and waits for queued acks to be written.
     async fn close(&self) -> Result<(), Error> {
         self.closed.flag.store(true, Ordering::Release);
         self.closed.notify.notify_waiters();
+        self.client.write_queued_acks().await;
         Ok(())
     }
 

@@ -6,7 +6,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
-use longshore_core::{dead_letter_message, dead_letter_topic, Acker, DeadLetter, Error, Message};
+use longshore_core::{
+    dead_letter_message, dead_letter_topic, Acker, DeadLetter, Error, Message, Tracked,
+};
 use sqlx::Postgres;
 
 use crate::error::{retry_lost, PgError};
@@ -75,11 +77,15 @@ impl Drop for PgAcker {
         lock(&fetcher.leased).remove(&row);
         match tokio::runtime::Handle::try_current() {
             Ok(handle) => {
+                // Counted until written, so closing waits for it rather than leaving the row
+                // leased until its lease runs out.
+                let tracked = fetcher.client.outstanding.track();
                 handle.spawn(async move {
                     if let Err(e) = PgAcker::nack_row(&fetcher, row, attempts, Duration::ZERO).await {
                         tracing::warn!(error = %e, "returning an unsettled delivery failed; it comes back when its lease expires");
                     }
                     fetcher.released();
+                    drop(tracked);
                 });
             }
             Err(_) => fetcher.released(),
@@ -168,24 +174,29 @@ impl Acker for PgAcker {
     }
 }
 
-/// An ack whose delete is queued: counted in the client's pending acks, and its row leased
-/// and in flight, until it is dropped (after the delete, or with its task).
+/// An ack whose delete is queued: counted in the client's outstanding work, and its row
+/// leased and in flight, until it is dropped (after the delete, or with its task).
 struct QueuedAck {
     fetcher: Arc<Fetcher>,
     row: i64,
+    _tracked: Tracked,
 }
 
 impl QueuedAck {
     fn new(fetcher: Arc<Fetcher>, row: i64) -> Self {
-        fetcher.client.pending_acks.begin();
-        QueuedAck { fetcher, row }
+        let _tracked = fetcher.client.outstanding.track();
+        QueuedAck {
+            fetcher,
+            row,
+            _tracked,
+        }
     }
 }
 
 impl Drop for QueuedAck {
     fn drop(&mut self) {
+        // Before `_tracked` (fields drop after this): closing sees the slot freed.
         self.fetcher.finish(self.row);
-        self.fetcher.client.pending_acks.end();
     }
 }
 

@@ -2,13 +2,12 @@
 //! and ackers, and by the event store, outbox and inbox the broker hands out; and the
 //! backend's capabilities.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use longshore_core::{Capabilities, Error};
+use longshore_core::{Capabilities, Error, Outstanding};
 use sqlx::postgres::{PgPool, PgPoolOptions};
-use tokio::sync::Notify;
 
 use crate::config::PgConfig;
 use crate::error::PgError;
@@ -30,45 +29,14 @@ pub(crate) struct Client {
     pub(crate) channel: String,
     /// Set by the broker's `close`: every handle refuses work afterwards.
     closed: AtomicBool,
-    /// Acks whose delete is queued and not yet written (see `acker.rs`).
-    pub(crate) pending_acks: PendingAcks,
+    /// Work handed to tasks that closing waits for: queued acks' deletes, deliveries dropped
+    /// unsettled being given back, fetches of dropped streams (see `acker.rs`).
+    pub(crate) outstanding: Arc<Outstanding>,
 }
 
-/// How long the broker's `close` waits for queued acks before closing the pool.
-const ACK_FLUSH_LIMIT: Duration = Duration::from_secs(5);
-
-/// Acks whose delete is queued and not yet written: `close` waits for them, so a service that
-/// stops right after its consumers does not get its last messages again.
-#[derive(Default)]
-pub(crate) struct PendingAcks {
-    count: AtomicUsize,
-    idle: Notify,
-}
-
-impl PendingAcks {
-    pub(crate) fn begin(&self) {
-        self.count.fetch_add(1, Ordering::AcqRel);
-    }
-
-    pub(crate) fn end(&self) {
-        if self.count.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.idle.notify_waiters();
-        }
-    }
-
-    /// Resolves once no ack is queued.
-    async fn idle(&self) {
-        loop {
-            let idle = self.idle.notified();
-            tokio::pin!(idle);
-            idle.as_mut().enable();
-            if self.count.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            idle.await;
-        }
-    }
-}
+/// How long closing waits for outstanding work (queued acks, give-backs) before closing the
+/// pool anyway.
+const FINISH_LIMIT: Duration = Duration::from_secs(5);
 
 impl Drop for Client {
     fn drop(&mut self) {
@@ -107,7 +75,7 @@ impl Client {
             config,
             hub,
             closed: AtomicBool::new(false),
-            pending_acks: PendingAcks::default(),
+            outstanding: Arc::default(),
         })
     }
 
@@ -128,24 +96,24 @@ impl Client {
     }
 
     /// Refuses work from now on, wakes every waiting consumer (their streams end), lets
-    /// queued acks be written and closes the pool, waiting for queries in flight.
+    /// outstanding work finish and closes the pool, waiting for queries in flight.
     pub(crate) async fn close(&self) {
         self.closed.store(true, Ordering::Release);
         self.hub.stop();
         self.hub.wake_everyone();
-        self.write_queued_acks().await;
+        self.finish_outstanding().await;
         self.pool.close().await;
     }
 
-    /// Waits (up to [`ACK_FLUSH_LIMIT`]) until every queued ack is written: what closing the
-    /// broker or a subscriber does, so a process that exits right after does not get its last
-    /// messages again.
-    pub(crate) async fn write_queued_acks(&self) {
-        if tokio::time::timeout(ACK_FLUSH_LIMIT, self.pending_acks.idle())
-            .await
-            .is_err()
-        {
-            tracing::warn!("closing with acks not yet written; those messages come back when their lease expires");
+    /// Waits (up to [`FINISH_LIMIT`]) until queued acks are written and dropped deliveries
+    /// given back: what closing the broker or a subscriber does, so a process that exits
+    /// right after neither gets its last messages again nor leaves some leased.
+    pub(crate) async fn finish_outstanding(&self) {
+        if !self.outstanding.finished(FINISH_LIMIT).await {
+            tracing::warn!(
+                left = self.outstanding.count(),
+                "closing with acks or give-backs not written; those messages come back when their lease expires"
+            );
         }
     }
 }

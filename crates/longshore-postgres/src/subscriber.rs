@@ -193,14 +193,17 @@ impl StreamState {
     ) -> Fetched {
         // Fetch in a task of its own: if this future is dropped mid-fetch (a caller's timeout
         // or select), the task still finishes and its deliveries, dropped unsettled, are given
-        // back at once instead of waiting out their lease.
+        // back at once instead of waiting out their lease. Tracked until then (the deliveries
+        // drop before the guard), so closing waits for those give-backs too.
         let fetcher = self.fetcher.clone();
+        let tracked = fetcher.client.outstanding.track();
         let fetched = tokio::spawn(async move {
             let rows = fetcher.fetch(room).await?;
-            Ok::<_, Error>(deliveries(&fetcher, rows).await)
+            Ok::<_, Error>((deliveries(&fetcher, rows).await, tracked))
         })
         .await
-        .unwrap_or_else(|e| Err(Error::backend(BACKEND, true, e)));
+        .unwrap_or_else(|e| Err(Error::backend(BACKEND, true, e)))
+        .map(|(batch, _tracked)| batch);
         match fetched {
             Ok(batch) if !batch.is_empty() => {
                 self.failures = 0;
@@ -256,11 +259,12 @@ impl Subscriber for PgSubscriber {
         self.declare(subscription).await
     }
 
-    /// Ends this handle's streams and waits for queued acks to be written.
+    /// Ends this handle's streams and waits for queued acks to be written and dropped
+    /// deliveries given back.
     async fn close(&self) -> Result<(), Error> {
         self.closed.flag.store(true, Ordering::Release);
         self.closed.notify.notify_waiters();
-        self.client.write_queued_acks().await;
+        self.client.finish_outstanding().await;
         Ok(())
     }
 

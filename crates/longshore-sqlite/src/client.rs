@@ -12,7 +12,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use longshore_core::{Capabilities, Error};
+use longshore_core::{Capabilities, Error, Outstanding};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
@@ -141,13 +141,20 @@ pub(crate) struct Client {
     pub(crate) pools: Arc<Pools>,
     /// Set by the broker's `close`: every handle refuses work afterwards.
     closed: AtomicBool,
+    /// Work handed to tasks that closing waits for: deliveries dropped unsettled being given
+    /// back, fetches of dropped streams (see `acker.rs`).
+    pub(crate) outstanding: Arc<Outstanding>,
 }
+
+/// How long closing waits for outstanding work (give-backs) before closing the pools anyway.
+const FINISH_LIMIT: Duration = Duration::from_secs(5);
 
 impl Client {
     pub(crate) fn new(pools: Arc<Pools>) -> Self {
         Client {
             pools,
             closed: AtomicBool::new(false),
+            outstanding: Arc::default(),
         }
     }
 
@@ -171,12 +178,25 @@ impl Client {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// Refuses work from now on, wakes every waiting consumer (their streams end) and closes
-    /// the pools, waiting for queries in flight.
+    /// Refuses work from now on, wakes every waiting consumer (their streams end), lets
+    /// outstanding work finish and closes the pools, waiting for queries in flight.
     pub(crate) async fn close(&self) {
         self.closed.store(true, Ordering::Release);
         self.pools.wake.everyone();
+        self.finish_outstanding().await;
         self.pools.writer.close().await;
         self.pools.reader.close().await;
+    }
+
+    /// Waits (up to [`FINISH_LIMIT`]) until deliveries dropped unsettled are given back: what
+    /// closing the broker or a subscriber does, so a process that exits right after leaves
+    /// no message leased until its lease runs out.
+    pub(crate) async fn finish_outstanding(&self) {
+        if !self.outstanding.finished(FINISH_LIMIT).await {
+            tracing::warn!(
+                left = self.outstanding.count(),
+                "closing with give-backs not written; those messages come back when their lease expires"
+            );
+        }
     }
 }

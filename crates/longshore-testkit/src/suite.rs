@@ -103,6 +103,7 @@ macro_rules! __broker_scenarios {
                 unacked_message_blocks_next_with_prefetch_one,
                 redelivery_counts_attempts,
                 dropped_consumer_then_new_one_gets_everything,
+                unsettled_at_close_come_back_at_once,
             ]
             lifecycle_conformance: lifecycle [
                 reopen_repeatedly_without_loss,

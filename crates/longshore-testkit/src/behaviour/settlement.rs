@@ -1,9 +1,11 @@
 //! Settlement: nacked messages come back (counted where the broker counts), an unacked
-//! message holds a prefetch-1 consumer, and unsettled messages survive their consumer.
+//! message holds a prefetch-1 consumer, and unsettled messages survive their consumer, given
+//! back by its close rather than left to their lease.
 
 use std::collections::{BTreeSet, HashSet};
 use std::time::Duration;
 
+use futures::StreamExt;
 use longshore_core::Message;
 
 use crate::helpers::{drain_ids, expect_quiet, ids_of, message, recv, recv_n};
@@ -144,4 +146,50 @@ pub async fn delayed_nack_waits_before_redelivery(f: &Fixture) {
         .expect("nack");
     expect_quiet(&mut stream, "a nack delayed by 2 s redelivered at once").await;
     assert_eq!(drain_ids(&mut stream, 1).await, vec![m.id]);
+}
+
+/// How soon a message given back by a closing connection must reach another one: a third of
+/// the 30-s lease (claim lease, `ack_wait`) the leasing backends default to. A message left
+/// to its lease fails this; one given back at once has ample time, even on a loaded machine.
+const GIVEN_BACK: Duration = Duration::from_secs(10);
+
+/// Deliveries dropped unsettled just before their connection closes are given back by the
+/// time `close` returns, not left leased until their lease runs out: another connection
+/// receives every one soon after. (Postgres and SQLite give a dropped delivery back from a
+/// task, JetStream with a NAK: `close` must wait for those.)
+pub async fn unsettled_at_close_come_back_at_once(f: &Fixture) {
+    let s = f.scene();
+    let (topic, sub) = s.ensured("given-back").await;
+    const N: usize = 20;
+    let batch: Vec<Message> = (0..N).map(message).collect();
+    let expected = ids_of(&batch);
+    s.publish_batch(&topic, batch).await;
+    let other = f.reconnect().await;
+    let mut stream = other
+        .subscriber()
+        .subscribe(&sub.clone().with_prefetch(N as u16))
+        .await
+        .expect("subscribe");
+    let held = recv_n(&mut stream, N).await;
+    drop(stream);
+    drop(held);
+    other.close().await.expect("close");
+    let mut again = s.subscribe(&sub).await;
+    let mut got = BTreeSet::new();
+    while got.len() < N {
+        match tokio::time::timeout(GIVEN_BACK, again.next()).await {
+            Ok(Some(Ok(d))) => {
+                got.insert(d.message().id.clone());
+                d.ack().await.expect("ack");
+            }
+            Ok(Some(Err(e))) => panic!("delivery stream error: {e}"),
+            Ok(None) => panic!("delivery stream ended"),
+            Err(_) => panic!(
+                "{} of {N} messages dropped unsettled before close came back within {GIVEN_BACK:?}: \
+                 the rest were left to their lease",
+                got.len()
+            ),
+        }
+    }
+    assert_eq!(got, expected);
 }

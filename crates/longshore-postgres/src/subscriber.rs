@@ -11,10 +11,11 @@ use async_trait::async_trait;
 use futures::stream;
 use longshore_core::{
     dead_letter_topic, Acker, Capabilities, DeadLetter, Delivery, DeliveryStream, Error, Health,
-    Subscriber, Subscription,
+    Subscriber, Subscription, Tracked,
 };
 use sqlx::Postgres;
 use tokio::sync::Notify;
+use tokio::task::JoinHandle;
 
 use crate::acker::PgAcker;
 use crate::client::Client;
@@ -119,12 +120,19 @@ struct StreamState {
     closed: Arc<Closed>,
     wake: Arc<Notify>,
     failures: u32,
+    /// The fetch running ahead of the buffer, if any.
+    ahead: Option<Ahead>,
 }
+
+/// A background fetch: the deliveries of the rows it leased, and its place in the client's
+/// outstanding work (dropped after the deliveries, so closing waits for their give-backs).
+type Ahead = JoinHandle<Result<(Vec<Delivery>, Tracked), Error>>;
 
 impl Drop for StreamState {
     fn drop(&mut self) {
         self.fetcher.stream_alive.store(false, Ordering::Release);
-        // Buffered deliveries are dropped with the state: their ackers give them back.
+        // Buffered deliveries are dropped with the state, and those of a fetch still running
+        // with its output: their ackers give them back.
     }
 }
 
@@ -160,20 +168,25 @@ impl StreamState {
             if self.is_closed() {
                 return None;
             }
-            if let Some(d) = self.buffer.pop_front() {
-                return Some(Ok(d));
-            }
-            // Refill once half the prefetch is free (or nothing is held): one fetch of many
-            // rows rather than a fetch per settled delivery.
-            let held = fetcher.in_flight.load(Ordering::Acquire);
-            let room = fetcher.prefetch.saturating_sub(held);
-            if room > 0 && (held == 0 || room >= fetcher.prefetch.div_ceil(2)) {
-                match self.fetch(room, closing.as_mut()).await {
-                    Fetched::Some => continue,
-                    Fetched::None => {}
+            // Take in a fetch that has finished, or the one running when nothing is buffered.
+            let mut idle = false;
+            let due = |ahead: &Ahead| ahead.is_finished() || self.buffer.is_empty();
+            if self.ahead.as_ref().is_some_and(due) {
+                match self.take_fetched(closing.as_mut()).await {
+                    Fetched::Some => {}
+                    Fetched::None => idle = true,
                     Fetched::End => return None,
                     Fetched::Failed(e) => return Some(Err(e)),
                 }
+            }
+            if !idle {
+                self.fetch_ahead();
+            }
+            if let Some(d) = self.buffer.pop_front() {
+                return Some(Ok(d));
+            }
+            if self.ahead.is_some() {
+                continue;
             }
             tokio::select! {
                 _ = &mut woken => {}
@@ -184,26 +197,43 @@ impl StreamState {
         }
     }
 
-    /// Fetches up to `room` deliveries into the buffer; after a failure, backs off (ending
-    /// early when `closing` fires) before reporting it.
-    async fn fetch(
-        &mut self,
-        room: usize,
-        closing: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
-    ) -> Fetched {
-        // Fetch in a task of its own: if this future is dropped mid-fetch (a caller's timeout
-        // or select), the task still finishes and its deliveries, dropped unsettled, are given
-        // back at once instead of waiting out their lease. Tracked until then (the deliveries
-        // drop before the guard), so closing waits for those give-backs too.
-        let fetcher = self.fetcher.clone();
+    /// Starts fetching in the background once half the prefetch is free (or nothing is held),
+    /// unless a fetch is running: one fetch of many rows rather than one per settled delivery,
+    /// and its round trip overlaps the handling of what is buffered.
+    fn fetch_ahead(&mut self) {
+        if self.ahead.is_some() {
+            return;
+        }
+        let fetcher = &self.fetcher;
+        let held = fetcher.in_flight.load(Ordering::Acquire);
+        let room = fetcher.prefetch.saturating_sub(held);
+        if room == 0 || (held > 0 && room < fetcher.prefetch.div_ceil(2)) {
+            return;
+        }
+        // A task of its own: if the stream is dropped mid-fetch, the task still finishes and
+        // its deliveries, dropped unsettled, are given back at once instead of waiting out
+        // their lease. Tracked until then, so closing waits for those give-backs.
+        let fetcher = fetcher.clone();
         let tracked = fetcher.client.outstanding.track();
-        let fetched = tokio::spawn(async move {
+        self.ahead = Some(tokio::spawn(async move {
             let rows = fetcher.fetch(room).await?;
             Ok::<_, Error>((deliveries(&fetcher, rows).await, tracked))
-        })
-        .await
-        .unwrap_or_else(|e| Err(Error::backend(BACKEND, true, e)))
-        .map(|(batch, _tracked)| batch);
+        }));
+    }
+
+    /// Waits for the running fetch and buffers what it gave; after a failure, backs off
+    /// (ending early when `closing` fires) before reporting it.
+    async fn take_fetched(
+        &mut self,
+        closing: std::pin::Pin<&mut tokio::sync::futures::Notified<'_>>,
+    ) -> Fetched {
+        let Some(ahead) = self.ahead.take() else {
+            return Fetched::None;
+        };
+        let fetched = ahead
+            .await
+            .unwrap_or_else(|e| Err(Error::backend(BACKEND, true, e)))
+            .map(|(batch, _tracked)| batch);
         match fetched {
             Ok(batch) if !batch.is_empty() => {
                 self.failures = 0;
@@ -248,6 +278,7 @@ impl Subscriber for PgSubscriber {
             buffer: VecDeque::new(),
             closed: self.closed.clone(),
             failures: 0,
+            ahead: None,
         };
         Ok(Box::pin(stream::unfold(state, |mut s| async move {
             let item = s.next().await?;

@@ -37,14 +37,16 @@ struct WireOut<'a> {
 }
 
 /// The body as read: id and timestamp borrowed from the bytes where they hold no escapes
-/// (they are parsed at once, so copying them would be waste).
+/// (they are parsed at once, so copying them would be waste), the data borrowed to be kept
+/// as a slice of the payload.
 #[derive(Deserialize)]
 struct WireIn<'a> {
     #[serde(borrow)]
     event_id: Cow<'a, str>,
     event_type: String,
     // Kept as text: a typed handler reads its struct straight from it (see `Data`).
-    data: Box<serde_json::value::RawValue>,
+    #[serde(borrow)]
+    data: &'a serde_json::value::RawValue,
     #[serde(borrow)]
     timestamp: Cow<'a, str>,
 }
@@ -109,11 +111,13 @@ pub(crate) fn decode_seed(message: &Message) -> Result<Event, CodecError> {
         .map_err(|_| CodecError::BadId(wire.event_id.into_owned()))?;
     let timestamp = parse_timestamp(&wire.timestamp)?;
     let metadata = metadata_from(message);
+    // serde_json borrowed the data from `text`, which is `body`: the same bytes, shared.
+    let data = Data::from_payload(body.slice_ref(wire.data.get().as_bytes()));
     Ok(Event {
         id,
         event_type: wire.event_type,
         timestamp,
-        data: Data::from_raw(wire.data),
+        data,
         metadata,
     })
 }

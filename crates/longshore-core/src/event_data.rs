@@ -1,16 +1,19 @@
 //! An event's data: JSON kept as the text it arrived as until something reads it.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::ops::Deref;
 use std::sync::OnceLock;
 
+use bytes::Bytes;
 use serde::{de::DeserializeOwned, Serialize, Serializer};
 use serde_json::value::RawValue;
 use serde_json::Value;
 
 /// An event's data, as JSON.
 ///
-/// A decoded event keeps its data as the JSON text it arrived as. A typed handler reads its
+/// A decoded event keeps its data as the JSON text it arrived as (sharing the message's payload
+/// bytes, not a copy of them). A typed handler reads its
 /// struct straight from that text ([`Event::to_typed`](crate::Event::to_typed)), so no
 /// [`Value`] tree is built that nobody reads: on a ~250-byte event that tree was most of the
 /// cost of decoding it.
@@ -27,9 +30,35 @@ use serde_json::Value;
 pub struct Data {
     /// The JSON text, when the data arrived as text (decoded) or was written from a typed
     /// event (`Event::from_typed`).
-    raw: Option<Box<RawValue>>,
+    raw: Option<Text>,
     /// The parsed value: given when built from a value, parsed from `raw` on first read.
     value: OnceLock<Value>,
+}
+
+/// Where kept JSON text lives.
+#[derive(Clone)]
+enum Text {
+    /// Text of its own: read from a store, or written from a typed event.
+    Owned(Box<RawValue>),
+    /// The data's bytes inside the payload it was decoded from, shared rather than copied
+    /// (a decoded event is read once and dropped, and the payload outlives it anyway);
+    /// checked to be UTF-8 and one JSON value when it was decoded.
+    Shared(Bytes),
+}
+
+impl Text {
+    /// The text. Shared bytes are checked as UTF-8 again (safe code cannot skip that):
+    /// cheaper than the copy it saves.
+    fn get(&self) -> Cow<'_, str> {
+        match self {
+            Text::Owned(raw) => Cow::Borrowed(raw.get()),
+            Text::Shared(bytes) => match std::str::from_utf8(bytes) {
+                Ok(text) => Cow::Borrowed(text),
+                // Not reached: the bytes were checked when decoded.
+                Err(_) => String::from_utf8_lossy(bytes),
+            },
+        }
+    }
 }
 
 /// What `Deref` shows for text that does not parse into a [`Value`].
@@ -37,9 +66,18 @@ static NULL: Value = Value::Null;
 
 impl Data {
     /// Data kept as JSON text (decoded, or written from a typed event).
-    pub(crate) fn from_raw(raw: Box<RawValue>) -> Self {
+    fn from_raw(raw: Box<RawValue>) -> Self {
         Data {
-            raw: Some(raw),
+            raw: Some(Text::Owned(raw)),
+            value: OnceLock::new(),
+        }
+    }
+
+    /// Data kept as a slice of the payload it was decoded from: `bytes` must be UTF-8 and
+    /// one JSON value (as `serde_json` found them in the payload).
+    pub(crate) fn from_payload(bytes: Bytes) -> Self {
+        Data {
+            raw: Some(Text::Shared(bytes)),
             value: OnceLock::new(),
         }
     }
@@ -58,7 +96,7 @@ impl Data {
     /// Reads the data as `T`, from the text when it is kept as text.
     pub fn to_typed<T: DeserializeOwned>(&self) -> Result<T, serde_json::Error> {
         match (&self.raw, self.value.get()) {
-            (Some(raw), _) => serde_json::from_str(raw.get()),
+            (Some(raw), _) => serde_json::from_str(&raw.get()),
             (None, Some(value)) => T::deserialize(value),
             (None, None) => T::deserialize(&NULL),
         }
@@ -71,7 +109,7 @@ impl Data {
             return Ok(value);
         }
         let parsed = match &self.raw {
-            Some(raw) => serde_json::from_str(raw.get())?,
+            Some(raw) => serde_json::from_str(&raw.get())?,
             None => Value::Null,
         };
         // Two threads may parse at once; both get the one value that was set first.
@@ -82,15 +120,15 @@ impl Data {
     pub fn into_value(self) -> Value {
         match (self.value.into_inner(), self.raw) {
             (Some(value), _) => value,
-            (None, Some(raw)) => serde_json::from_str(raw.get()).unwrap_or(Value::Null),
+            (None, Some(raw)) => serde_json::from_str(&raw.get()).unwrap_or(Value::Null),
             (None, None) => Value::Null,
         }
     }
 
     /// The data as compact JSON text.
-    pub fn json(&self) -> std::borrow::Cow<'_, str> {
+    pub fn json(&self) -> Cow<'_, str> {
         match (&self.raw, self.value.get()) {
-            (Some(raw), _) => raw.get().into(),
+            (Some(raw), _) => raw.get(),
             (None, Some(value)) => value.to_string().into(),
             (None, None) => "null".into(),
         }
@@ -145,7 +183,12 @@ impl Serialize for Data {
     /// a `Value`); other formats would see it as a struct.
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         match (&self.raw, self.value.get()) {
-            (Some(raw), _) => raw.serialize(serializer),
+            (Some(Text::Owned(raw)), _) => raw.serialize(serializer),
+            // Borrowed as a raw value for serde_json to write as is: that reads the text
+            // through once more, here only (writing a decoded event out again).
+            (Some(shared), _) => serde_json::from_str::<&RawValue>(&shared.get())
+                .map_err(serde::ser::Error::custom)?
+                .serialize(serializer),
             (None, Some(value)) => value.serialize(serializer),
             (None, None) => NULL.serialize(serializer),
         }
@@ -204,6 +247,21 @@ mod tests {
         assert!(data.try_value().is_err());
         assert_eq!(*data, Value::Null);
         assert!(data.to_typed::<Value>().is_err());
+    }
+
+    #[test]
+    fn data_shared_with_its_payload_behaves_as_owned_text() {
+        let text = r#"{"a":[1,{"b":"c\u00e9"}],"big":123456789012345678901234567890}"#;
+        let payload = Bytes::from(format!(r#"{{"data":{text}}}"#));
+        let shared = Data::from_payload(payload.slice(8..8 + text.len()));
+        let owned = decoded(text);
+        assert_eq!(shared, owned);
+        assert_eq!(shared.json(), text);
+        assert_eq!(serde_json::to_string(&shared).unwrap(), text);
+        assert_eq!(format!("{shared:?}"), format!("{owned:?}"));
+        assert_eq!(shared.to_typed::<Value>().unwrap(), *owned);
+        assert_eq!(shared["a"][1]["b"], json!("c\u{e9}"));
+        assert_eq!(shared.clone().into_value(), owned.into_value());
     }
 
     #[test]

@@ -18,7 +18,7 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 
 use crate::error::Error;
-use crate::message::Message;
+use crate::message::{Headers, Message};
 
 /// Header: the time (RFC 3339) before which the message is not delivered to handlers.
 pub const HEADER_DELIVER_AT: &str = "x-deliver-at";
@@ -43,6 +43,9 @@ fn stamp(when: DateTime<Utc>) -> String {
 
 /// Reads a time header; `Err` names the header when its value is no RFC 3339 time.
 fn read(message: &Message, header: &'static str) -> Result<Option<DateTime<Utc>>, Error> {
+    if !may_hold(&message.headers, header) {
+        return Ok(None);
+    }
     let Some(value) = message.headers.get(header) else {
         return Ok(None);
     };
@@ -86,6 +89,16 @@ impl Message {
     }
 }
 
+/// Whether `headers` may hold `name`, from their last name alone: headers are sorted by name
+/// and the time headers sort late (`x-…`), so for most messages, whose names all sort before
+/// them, one comparison answers where a lookup would compare against each name on its way.
+fn may_hold(headers: &Headers, name: &str) -> bool {
+    match headers.last_key_value() {
+        Some((last, _)) => last.as_str() >= name,
+        None => false,
+    }
+}
+
 /// `delay` from now, saturating far in the future.
 pub(crate) fn after(delay: Duration) -> DateTime<Utc> {
     let delay = chrono::Duration::from_std(delay).unwrap_or(chrono::Duration::MAX);
@@ -111,7 +124,11 @@ pub(crate) enum Timing {
 /// map lookups, and the clock is read only for a message that has one.
 pub(crate) fn timing_now(message: &Message) -> Timing {
     let h = &message.headers;
-    if h.is_empty() || !(h.contains_key(HEADER_DELIVER_AT) || h.contains_key(HEADER_EXPIRES_AT)) {
+    // `HEADER_DELIVER_AT` sorts first of the two (a test checks): no name at or after it, no
+    // time header.
+    if !may_hold(h, HEADER_DELIVER_AT)
+        || !(h.contains_key(HEADER_DELIVER_AT) || h.contains_key(HEADER_EXPIRES_AT))
+    {
         return Timing::Due;
     }
     timing(message, Utc::now())
@@ -136,6 +153,23 @@ pub(crate) fn timing(message: &Message, now: DateTime<Utc>) -> Timing {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn time_headers_are_found_whatever_sorts_around_them() {
+        // `timing_now` relies on this order.
+        assert!(HEADER_DELIVER_AT < HEADER_EXPIRES_AT);
+        let at = Utc::now() + chrono::Duration::seconds(60);
+        for other in ["a", "x-a", "x-e", "x-z", "zz", "\u{e9}"] {
+            let m = Message::new("x").with_header(other, "v").deliver_at(at);
+            assert!(matches!(timing_now(&m), Timing::Early(_)), "{other}");
+            assert!(m.scheduled_for().unwrap().is_some());
+            let m = Message::new("x").with_header(other, "v").expires_at(at);
+            assert!(m.expiry().unwrap().is_some(), "{other}");
+            let m = Message::new("x").with_header(other, "v");
+            assert_eq!(timing_now(&m), Timing::Due);
+            assert_eq!(m.expiry().unwrap(), None);
+        }
+    }
 
     #[test]
     fn headers_round_trip_and_timing() {

@@ -37,14 +37,16 @@ struct WireOut<'a> {
 }
 
 /// The body as read: id and timestamp borrowed from the bytes where they hold no escapes
-/// (they are parsed at once, so copying them would be waste).
+/// (they are parsed at once, so copying them would be waste), the data borrowed to be kept
+/// as a slice of the payload.
 #[derive(Deserialize)]
 struct WireIn<'a> {
     #[serde(borrow)]
     event_id: Cow<'a, str>,
     event_type: String,
     // Kept as text: a typed handler reads its struct straight from it (see `Data`).
-    data: Box<serde_json::value::RawValue>,
+    #[serde(borrow)]
+    data: &'a serde_json::value::RawValue,
     #[serde(borrow)]
     timestamp: Cow<'a, str>,
 }
@@ -109,11 +111,13 @@ pub(crate) fn decode_seed(message: &Message) -> Result<Event, CodecError> {
         .map_err(|_| CodecError::BadId(wire.event_id.into_owned()))?;
     let timestamp = parse_timestamp(&wire.timestamp)?;
     let metadata = metadata_from(message);
+    // serde_json borrowed the data from `text`, which is `body`: the same bytes, shared.
+    let data = Data::from_payload(body.slice_ref(wire.data.get().as_bytes()));
     Ok(Event {
         id,
         event_type: wire.event_type,
         timestamp,
-        data: Data::from_raw(wire.data),
+        data,
         metadata,
     })
 }
@@ -199,10 +203,13 @@ pub fn parse_timestamp(s: &str) -> Result<DateTime<Utc>, CodecError> {
 /// as UTC), `Z` or `±HH:MM`. `None` for anything else, including leap seconds: chrono decides
 /// those.
 fn parse_common_timestamp(b: &[u8]) -> Option<DateTime<Utc>> {
-    fn num(b: &[u8]) -> Option<u32> {
-        b.iter().try_fold(0u32, |n, &c| {
-            c.is_ascii_digit().then(|| n * 10 + u32::from(c - b'0'))
-        })
+    // Fixed-width fields read digit by digit: every decoded event comes through here.
+    fn digit(b: &[u8], i: usize) -> Option<u32> {
+        let c = *b.get(i)?;
+        c.is_ascii_digit().then(|| u32::from(c - b'0'))
+    }
+    fn two(b: &[u8], i: usize) -> Option<u32> {
+        Some(digit(b, i)? * 10 + digit(b, i + 1)?)
     }
     if b.len() < 19
         || b[4] != b'-'
@@ -213,12 +220,9 @@ fn parse_common_timestamp(b: &[u8]) -> Option<DateTime<Utc>> {
     {
         return None;
     }
-    let date = chrono::NaiveDate::from_ymd_opt(
-        i32::try_from(num(&b[0..4])?).ok()?,
-        num(&b[5..7])?,
-        num(&b[8..10])?,
-    )?;
-    let (hour, minute, second) = (num(&b[11..13])?, num(&b[14..16])?, num(&b[17..19])?);
+    let year = two(b, 0)? * 100 + two(b, 2)?;
+    let date = chrono::NaiveDate::from_ymd_opt(i32::try_from(year).ok()?, two(b, 5)?, two(b, 8)?)?;
+    let (hour, minute, second) = (two(b, 11)?, two(b, 14)?, two(b, 17)?);
     if second > 59 {
         return None;
     }
@@ -229,13 +233,28 @@ fn parse_common_timestamp(b: &[u8]) -> Option<DateTime<Utc>> {
         if digits == 0 || digits > 9 {
             return None;
         }
-        nanos = num(&tail[..digits])? * 10u32.pow(9 - digits as u32);
+        nanos = tail[..digits]
+            .iter()
+            .fold(0, |n, &c| n * 10 + u32::from(c - b'0'));
+        // Scaled to nanoseconds: 10^(9 - digits), digits in 1..=9.
+        const SCALE: [u32; 9] = [
+            100_000_000,
+            10_000_000,
+            1_000_000,
+            100_000,
+            10_000,
+            1_000,
+            100,
+            10,
+            1,
+        ];
+        nanos *= SCALE[digits - 1];
         rest = &tail[digits..];
     }
     let offset_secs = match rest {
         [] | [b'Z'] => 0,
-        [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
-            let (h, m) = (num(&[*h1, *h2])?, num(&[*m1, *m2])?);
+        [sign @ (b'+' | b'-'), _, _, b':', _, _] => {
+            let (h, m) = (two(rest, 1)?, two(rest, 4)?);
             if h > 23 || m > 59 {
                 return None;
             }
@@ -250,6 +269,10 @@ fn parse_common_timestamp(b: &[u8]) -> Option<DateTime<Utc>> {
     };
     let time = chrono::NaiveTime::from_hms_nano_opt(hour, minute, second, nanos)?;
     let local = date.and_time(time);
+    if offset_secs == 0 {
+        // UTC already (the usual case): no arithmetic to do.
+        return Some(local.and_utc());
+    }
     let utc = local.checked_sub_signed(chrono::TimeDelta::try_seconds(offset_secs)?)?;
     Some(utc.and_utc())
 }

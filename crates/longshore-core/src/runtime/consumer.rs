@@ -1,7 +1,7 @@
 //! The consumer builder and its handle: what a service configures (handlers, ordering,
 //! retries, flow control) and the fetch loop that feeds the worker pool.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -276,7 +276,7 @@ impl Consumer {
         ));
         let (halt_tx, halt_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
-        let mut routes = HashMap::with_capacity(self.routes.len());
+        let mut routes = BTreeMap::new();
         for (event_type, spec) in self.routes {
             let route = match spec {
                 RouteSpec::One(handler) => Route::One(handler),

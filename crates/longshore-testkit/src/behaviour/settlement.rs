@@ -148,10 +148,11 @@ pub async fn delayed_nack_waits_before_redelivery(f: &Fixture) {
     assert_eq!(drain_ids(&mut stream, 1).await, vec![m.id]);
 }
 
-/// How soon a message given back by a closing connection must reach another one: a third of
-/// the 30-s lease (claim lease, `ack_wait`) the leasing backends default to. A message left
-/// to its lease fails this; one given back at once has ample time, even on a loaded machine.
-const GIVEN_BACK: Duration = Duration::from_secs(10);
+/// How soon a message given back by a closing connection must reach another one: half the
+/// 30-s lease (claim lease, `ack_wait`) the leasing backends default to. A message left to
+/// its lease fails this; one given back at once has ample time, even on a loaded machine and
+/// with a Kafka group to rejoin first (about 3 s here).
+const GIVEN_BACK: Duration = Duration::from_secs(15);
 
 /// Deliveries dropped unsettled just before their connection closes are given back by the
 /// time `close` returns, not left leased until their lease runs out: another connection

@@ -42,7 +42,7 @@ impl PgAcker {
     ) -> Result<(), Error> {
         let client = &fetcher.client;
         let now = delay.is_zero();
-        retry_lost("nack", |_| {
+        retry_lost("nack", client.config.connect_timeout, |_| {
             sqlx::query::<Postgres>(client.sql.nack.clone())
                 .bind(row)
                 .bind(fetcher.id)
@@ -152,7 +152,7 @@ impl Acker for PgAcker {
         let payload = letter.payload.to_vec();
         // Moving is one statement that deletes the leased row first: a retry after a
         // committed first one finds no row and inserts nothing.
-        retry_lost("dead letter", |_| {
+        retry_lost("dead letter", f.client.config.connect_timeout, |_| {
             sqlx::query::<Postgres>(f.client.sql.dead_letter.clone())
                 .bind(self.row)
                 .bind(f.id)
@@ -205,7 +205,7 @@ impl Drop for QueuedAck {
 async fn delete_acked(f: &Fetcher, rows: Vec<(i64, i32)>) -> Vec<Result<(), Error>> {
     let n = rows.len();
     let (ids, attempts): (Vec<i64>, Vec<i32>) = rows.into_iter().unzip();
-    let result = retry_lost("ack", |_| {
+    let result = retry_lost("ack", f.client.config.connect_timeout, |_| {
         sqlx::query::<Postgres>(f.client.sql.ack.clone())
             .bind(&ids)
             .bind(f.id)

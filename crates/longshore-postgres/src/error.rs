@@ -116,44 +116,53 @@ impl LostConnection for StoreError {
     }
 }
 
-/// How many times [`retry_lost`] tries a statement whose connection was lost.
-pub(crate) const LOST_CONNECTION_TRIES: u32 = 5;
-
-/// The pause before the first retry; it doubles for each further one (25, 50, 100, 200 ms).
+/// The pause before the first retry in [`retry_lost`]; it doubles for each further one, up to
+/// [`LOST_CONNECTION_MAX_PAUSE`].
 const LOST_CONNECTION_PAUSE: Duration = Duration::from_millis(25);
 
-/// Runs one statement (or one short transaction), and again (at most
-/// [`LOST_CONNECTION_TRIES`] times in all, after a short pause that doubles) while its
-/// connection was lost ([`connection_lost`]): the pool tests an idle connection before handing
-/// it out, so the next try normally runs on a live one. Every statement path of the adapter
-/// goes through here, so a terminated pooled connection costs a retry, not an error, as it
-/// does on the other brokers.
+/// The longest pause between two tries in [`retry_lost`].
+const LOST_CONNECTION_MAX_PAUSE: Duration = Duration::from_millis(500);
+
+/// Runs one statement (or one short transaction), and again while its connection was lost
+/// ([`connection_lost`]), after a short pause that doubles (25 ms up to 500 ms), until
+/// `budget` (the configured `connect_timeout`) has passed since the first try: the pool tests
+/// an idle connection before handing it out, so the next try normally runs on a live one.
+/// Every statement path of the adapter goes through here, so a terminated pooled connection
+/// costs a retry, not an error, as it does on the other brokers (RabbitMQ retries a publish
+/// on a new channel until its deadline).
 ///
-/// Why more than one retry, with pauses: when the server terminates connections in sweeps (a
-/// failover, an operator's `pg_terminate_backend` loop), the pool's other idle connections and
-/// a connection still starting up (a backend signalled during its startup dies at its first
-/// statement) fail in the same sweep; a pause lets the sweep pass. The tests terminate every
-/// connection of the pool every 200 ms, with new connections taking ~90 ms to open.
+/// Why a time budget, not a count of tries: when the server terminates connections in sweeps
+/// (a failover, an operator's `pg_terminate_backend` loop), the pool's other idle connections
+/// and a connection still starting up (a backend signalled during its startup dies at its
+/// first statement) fail in the same sweep. How many sweeps a statement meets depends on how
+/// long a new connection takes to open, which grows with the machine's load: five tries
+/// (375 ms of pauses) were not always enough under a loaded CI run. A budget bounds the wait
+/// the way a user configured it, and the error after it is the last one seen.
 ///
 /// `op` gets `true` on a retry. Every statement retried must be idempotent when an earlier
 /// try committed and only the reply was lost: settling and claiming only touch rows still
 /// leased or claimed as before, an append finds its own events and succeeds, and a publish's
 /// retry skips subscriptions that already hold a row with the message's id (see
 /// `QueueSql::publish_retry`).
-pub(crate) async fn retry_lost<T, E, F, Fut>(what: &'static str, mut op: F) -> Result<T, E>
+pub(crate) async fn retry_lost<T, E, F, Fut>(
+    what: &'static str,
+    budget: Duration,
+    mut op: F,
+) -> Result<T, E>
 where
     E: LostConnection,
     F: FnMut(bool) -> Fut,
     Fut: Future<Output = Result<T, E>>,
 {
-    let mut tries = 1;
+    let started = tokio::time::Instant::now();
+    let mut tries: u32 = 1;
     let mut pause = LOST_CONNECTION_PAUSE;
     loop {
         match op(tries > 1).await {
-            Err(e) if tries < LOST_CONNECTION_TRIES && e.lost_connection() => {
+            Err(e) if e.lost_connection() && started.elapsed() + pause < budget => {
                 tracing::debug!(what, tries, error = %e, "connection lost; trying again on another");
                 tokio::time::sleep(pause).await;
-                pause *= 2;
+                pause = (pause * 2).min(LOST_CONNECTION_MAX_PAUSE);
                 tries += 1;
             }
             done => return done,
@@ -267,6 +276,65 @@ mod tests {
         assert!(e.is_retryable());
         assert!(!core(sqlx::Error::RowNotFound).is_retryable());
         assert!(matches!(core(sqlx::Error::PoolClosed), Error::Closed(_)));
+    }
+
+    /// A lost-connection error from the server (`57P01`, as after `pg_terminate_backend`).
+    struct Lost;
+
+    impl std::fmt::Display for Lost {
+        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("terminating connection due to administrator command")
+        }
+    }
+
+    impl LostConnection for Lost {
+        fn lost_connection(&self) -> bool {
+            true
+        }
+    }
+
+    /// Runs `retry_lost` on an op that loses its connection `failures` times, then succeeds;
+    /// returns the outcome and how many tries it made. The clock is paused, so the pauses
+    /// cost no real time and the budget is measured exactly.
+    async fn lose(failures: u32, budget: Duration) -> (Result<(), Lost>, u32) {
+        let tries = std::cell::Cell::new(0);
+        let outcome = retry_lost("test", budget, |_| {
+            tries.set(tries.get() + 1);
+            let fail = tries.get() <= failures;
+            async move {
+                if fail {
+                    Err(Lost)
+                } else {
+                    Ok(())
+                }
+            }
+        })
+        .await;
+        (outcome, tries.get())
+    }
+
+    /// Many sweeps in a row (more than the five tries the adapter used to make) still end in
+    /// success within the budget; a connection that stays lost fails once the budget is
+    /// spent, not before and not never.
+    #[tokio::test(start_paused = true)]
+    async fn lost_connections_are_retried_for_the_budget() {
+        let (outcome, tries) = lose(12, Duration::from_secs(10)).await;
+        assert!(outcome.is_ok(), "12 lost connections within 10 s");
+        assert_eq!(tries, 13);
+
+        let started = tokio::time::Instant::now();
+        let (outcome, tries) = lose(u32::MAX, Duration::from_secs(2)).await;
+        assert!(outcome.is_err(), "a connection lost for good fails");
+        let spent = started.elapsed();
+        assert!(
+            spent < Duration::from_secs(2),
+            "within the budget: {spent:?}"
+        );
+        assert!(
+            spent >= Duration::from_millis(1500),
+            "used the budget: {spent:?}"
+        );
+        assert!(tries > 5, "{tries} tries");
     }
 
     #[test]

@@ -80,7 +80,7 @@ impl Fetcher {
     pub(crate) async fn fetch(&self, room: usize) -> Result<Vec<QueueRow>, Error> {
         // A retry after a lost connection is safe: rows an earlier try leased (if it
         // committed) come back when their lease runs out.
-        let rows = retry_lost("fetch", |_| {
+        let rows = retry_lost("fetch", self.client.config.connect_timeout, |_| {
             sqlx::query::<Postgres>(self.client.sql.fetch.clone())
                 .bind(&self.subscription)
                 .bind(i64::try_from(room).unwrap_or(i64::MAX))

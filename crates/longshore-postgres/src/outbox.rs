@@ -80,12 +80,16 @@ impl PgStore {
             &self.state.sql.release
         };
         let seqs: Vec<i64> = seqs.iter().map(|s| to_i64(*s)).collect();
-        retry_lost("settle outbox claims", |_| {
-            sqlx::query::<Postgres>(sql.clone())
-                .bind(relay)
-                .bind(&seqs)
-                .execute(&self.state.pool)
-        })
+        retry_lost(
+            "settle outbox claims",
+            self.state.config.connect_timeout,
+            |_| {
+                sqlx::query::<Postgres>(sql.clone())
+                    .bind(relay)
+                    .bind(&seqs)
+                    .execute(&self.state.pool)
+            },
+        )
         .await
         .map_err(PgError::from)?;
         Ok(())
@@ -98,7 +102,12 @@ impl Outbox for PgStore {
         validate_label("relay", relay)?;
         // A retry after a lost connection claims again; rows an earlier try claimed (if
         // it committed) are this relay's, which a relay of the same name may claim at once.
-        let rows = retry_lost("claim outbox rows", |_| self.claim_rows(relay, limit_n)).await?;
+        let rows = retry_lost(
+            "claim outbox rows",
+            self.state.config.connect_timeout,
+            |_| self.claim_rows(relay, limit_n),
+        )
+        .await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in &rows {
             match outbox_message(row)? {
@@ -136,14 +145,18 @@ impl Outbox for PgStore {
         max_attempts: u32,
     ) -> Result<bool, StoreError> {
         let max = i32::try_from(max_attempts).unwrap_or(i32::MAX);
-        let parked = retry_lost("record an outbox failure", |_| {
-            sqlx::query_scalar::<Postgres, bool>(self.state.sql.record_failure.clone())
-                .bind(relay)
-                .bind(to_i64(seq))
-                .bind(error)
-                .bind(max)
-                .fetch_optional(&self.state.pool)
-        })
+        let parked = retry_lost(
+            "record an outbox failure",
+            self.state.config.connect_timeout,
+            |_| {
+                sqlx::query_scalar::<Postgres, bool>(self.state.sql.record_failure.clone())
+                    .bind(relay)
+                    .bind(to_i64(seq))
+                    .bind(error)
+                    .bind(max)
+                    .fetch_optional(&self.state.pool)
+            },
+        )
         .await
         .map_err(PgError::from)?;
         Ok(parked.unwrap_or(false))

@@ -53,7 +53,7 @@ impl PgPublisher {
 /// Inserts the rows; after a lost connection once more, skipping rows already stored.
 async fn insert(client: &Client, topic: &str, messages: &[&Message]) -> Result<(), Error> {
     let columns = MessageColumns::build(messages)?;
-    retry_lost("publish", |retry| {
+    retry_lost("publish", client.config.connect_timeout, |retry| {
         let sql = if retry {
             &client.sql.publish_retry
         } else {

@@ -184,11 +184,15 @@ impl EventStore for PgStore {
             events = events.len()
         );
         let events = &events;
-        retry_lost("append", |_| async move {
-            let mut conn = self.state.pool.acquire().await.map_err(PgError::from)?;
-            self.append_on(&mut conn, false, stream_id, expected, events)
-                .await
-        })
+        retry_lost(
+            "append",
+            self.state.config.connect_timeout,
+            |_| async move {
+                let mut conn = self.state.pool.acquire().await.map_err(PgError::from)?;
+                self.append_on(&mut conn, false, stream_id, expected, events)
+                    .await
+            },
+        )
         .instrument(span)
         .await
     }

@@ -75,7 +75,7 @@ impl PgSubscriber {
         }
         for (name, patterns) in declare {
             let regexes: Vec<String> = patterns.iter().map(|p| pattern_regex(p)).collect();
-            retry_lost("declare", |_| {
+            retry_lost("declare", self.client.config.connect_timeout, |_| {
                 sqlx::query::<Postgres>(self.client.sql.ensure.clone())
                     .bind(&name)
                     .bind(&patterns)

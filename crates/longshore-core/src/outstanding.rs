@@ -5,6 +5,9 @@
 //! undone: acked messages come back, and given-back ones stay leased until their lease runs
 //! out. Each piece is counted by a [`Tracked`] guard that travels with it, so a task dropped
 //! unrun (a runtime shutting down) cannot leave the count up.
+//!
+//! A handle's count can sit within its client's ([`Outstanding::within`]): closing a
+//! subscriber handle waits for that handle's work only, closing the broker for everyone's.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -17,6 +20,8 @@ use tokio::sync::Notify;
 pub struct Outstanding {
     count: AtomicUsize,
     idle: Notify,
+    /// Where every piece counted here is counted too (a handle's work is its client's).
+    parent: Option<Arc<Outstanding>>,
 }
 
 /// One piece of outstanding work: counted from [`Outstanding::track`] until dropped.
@@ -24,9 +29,23 @@ pub struct Outstanding {
 pub struct Tracked(Arc<Outstanding>);
 
 impl Outstanding {
-    /// Counts one piece of work until the returned guard is dropped.
+    /// A count of its own whose work also counts in `parent`'s: a handle's, within its
+    /// client's.
+    pub fn within(parent: &Arc<Outstanding>) -> Arc<Outstanding> {
+        Arc::new(Outstanding {
+            parent: Some(parent.clone()),
+            ..Outstanding::default()
+        })
+    }
+
+    /// Counts one piece of work (here and in every parent) until the returned guard is
+    /// dropped.
     pub fn track(self: &Arc<Self>) -> Tracked {
-        self.count.fetch_add(1, Ordering::AcqRel);
+        let mut level = Some(&**self);
+        while let Some(counts) = level {
+            counts.count.fetch_add(1, Ordering::AcqRel);
+            level = counts.parent.as_deref();
+        }
         Tracked(self.clone())
     }
 
@@ -56,8 +75,12 @@ impl Outstanding {
 
 impl Drop for Tracked {
     fn drop(&mut self) {
-        if self.0.count.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.idle.notify_waiters();
+        let mut level = Some(&*self.0);
+        while let Some(counts) = level {
+            if counts.count.fetch_sub(1, Ordering::AcqRel) == 1 {
+                counts.idle.notify_waiters();
+            }
+            level = counts.parent.as_deref();
         }
     }
 }
@@ -79,6 +102,22 @@ mod tests {
         assert_eq!(work.count(), 1);
         drop(b);
         assert!(waiting.await.expect("waiter"), "finished once both dropped");
+    }
+
+    /// A handle's work counts in its client's; the handle does not wait for a sibling's.
+    #[tokio::test(start_paused = true)]
+    async fn a_handle_waits_for_its_own_work_only() {
+        let client = Arc::new(Outstanding::default());
+        let (a, b) = (Outstanding::within(&client), Outstanding::within(&client));
+        let busy = b.track();
+        let mine = a.track();
+        assert_eq!(client.count(), 2);
+        drop(mine);
+        assert!(a.finished(Duration::ZERO).await, "a's own work is done");
+        assert!(!client.finished(Duration::from_secs(5)).await, "b's is not");
+        drop(busy);
+        assert!(client.finished(Duration::ZERO).await);
+        assert_eq!((a.count(), b.count()), (0, 0));
     }
 
     #[tokio::test(start_paused = true)]

@@ -79,7 +79,7 @@ impl Drop for PgAcker {
             Ok(handle) => {
                 // Counted until written, so closing waits for it rather than leaving the row
                 // leased until its lease runs out.
-                let tracked = fetcher.client.outstanding.track();
+                let tracked = fetcher.outstanding.track();
                 handle.spawn(async move {
                     if let Err(e) = PgAcker::nack_row(&fetcher, row, attempts, Duration::ZERO).await {
                         tracing::warn!(error = %e, "returning an unsettled delivery failed; it comes back when its lease expires");
@@ -184,7 +184,7 @@ struct QueuedAck {
 
 impl QueuedAck {
     fn new(fetcher: Arc<Fetcher>, row: i64) -> Self {
-        let _tracked = fetcher.client.outstanding.track();
+        let _tracked = fetcher.outstanding.track();
         QueuedAck {
             fetcher,
             row,

@@ -101,19 +101,19 @@ impl Client {
         self.closed.store(true, Ordering::Release);
         self.hub.stop();
         self.hub.wake_everyone();
-        self.finish_outstanding().await;
+        finish_outstanding(&self.outstanding).await;
         self.pool.close().await;
     }
+}
 
-    /// Waits (up to [`FINISH_LIMIT`]) until queued acks are written and dropped deliveries
-    /// given back: what closing the broker or a subscriber does, so a process that exits
-    /// right after neither gets its last messages again nor leaves some leased.
-    pub(crate) async fn finish_outstanding(&self) {
-        if !self.outstanding.finished(FINISH_LIMIT).await {
-            tracing::warn!(
-                left = self.outstanding.count(),
-                "closing with acks or give-backs not written; those messages come back when their lease expires"
-            );
-        }
+/// Waits (up to [`FINISH_LIMIT`]) until queued acks are written and dropped deliveries
+/// given back: what closing the broker or a subscriber does, so a process that exits
+/// right after neither gets its last messages again nor leaves some leased.
+pub(crate) async fn finish_outstanding(work: &Outstanding) {
+    if !work.finished(FINISH_LIMIT).await {
+        tracing::warn!(
+            left = work.count(),
+            "closing with acks or give-backs not written; those messages come back when their lease expires"
+        );
     }
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use longshore_core::{Error, GroupCommit};
+use longshore_core::{Error, GroupCommit, Outstanding};
 use sqlx::Postgres;
 use tracing::Instrument;
 use uuid::Uuid;
@@ -24,6 +24,9 @@ pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
 /// State shared by one consumer's stream, its ackers and its lease heartbeat.
 pub(crate) struct Fetcher {
     pub(crate) client: Arc<Client>,
+    /// The subscriber handle's outstanding work (within the client's): give-backs, queued
+    /// acks and fetches of this stream that closing the handle waits for.
+    pub(crate) outstanding: Arc<Outstanding>,
     pub(crate) subscription: String,
     /// The lease holder's id (`locked_by`).
     pub(crate) id: Uuid,
@@ -44,8 +47,14 @@ pub(crate) struct Fetcher {
 const ACK_MAX_ROWS: usize = 1_000;
 
 impl Fetcher {
-    pub(crate) fn new(client: Arc<Client>, subscription: &str, prefetch: usize) -> Self {
+    pub(crate) fn new(
+        client: Arc<Client>,
+        outstanding: Arc<Outstanding>,
+        subscription: &str,
+        prefetch: usize,
+    ) -> Self {
         Fetcher {
+            outstanding,
             subscription: subscription.to_string(),
             id: Uuid::new_v4(),
             prefetch,

@@ -75,7 +75,7 @@ impl Drop for SqliteAcker {
             Ok(handle) => {
                 // Counted until written, so closing waits for it rather than leaving the row
                 // leased until its lease runs out.
-                let tracked = fetcher.client.outstanding.track();
+                let tracked = fetcher.outstanding.track();
                 handle.spawn(async move {
                     if let Err(e) = SqliteAcker::nack_row(&fetcher, row, attempts, Duration::ZERO).await {
                         tracing::warn!(error = %e, "returning an unsettled delivery failed; it comes back when its lease expires");

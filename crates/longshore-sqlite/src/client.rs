@@ -183,20 +183,20 @@ impl Client {
     pub(crate) async fn close(&self) {
         self.closed.store(true, Ordering::Release);
         self.pools.wake.everyone();
-        self.finish_outstanding().await;
+        finish_outstanding(&self.outstanding).await;
         self.pools.writer.close().await;
         self.pools.reader.close().await;
     }
+}
 
-    /// Waits (up to [`FINISH_LIMIT`]) until deliveries dropped unsettled are given back: what
-    /// closing the broker or a subscriber does, so a process that exits right after leaves
-    /// no message leased until its lease runs out.
-    pub(crate) async fn finish_outstanding(&self) {
-        if !self.outstanding.finished(FINISH_LIMIT).await {
-            tracing::warn!(
-                left = self.outstanding.count(),
-                "closing with give-backs not written; those messages come back when their lease expires"
-            );
-        }
+/// Waits (up to [`FINISH_LIMIT`]) until deliveries dropped unsettled are given back: what
+/// closing the broker or a subscriber does, so a process that exits right after leaves
+/// no message leased until its lease runs out.
+pub(crate) async fn finish_outstanding(work: &Outstanding) {
+    if !work.finished(FINISH_LIMIT).await {
+        tracing::warn!(
+            left = work.count(),
+            "closing with give-backs not written; those messages come back when their lease expires"
+        );
     }
 }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use longshore_core::Error;
+use longshore_core::{Error, Outstanding};
 use tracing::Instrument;
 use uuid::Uuid;
 
@@ -21,6 +21,9 @@ use crate::BACKEND;
 /// State shared by one consumer's stream, its ackers and its lease heartbeat.
 pub(crate) struct Fetcher {
     pub(crate) client: Arc<Client>,
+    /// The subscriber handle's outstanding work (within the client's): give-backs, queued
+    /// acks and fetches of this stream that closing the handle waits for.
+    pub(crate) outstanding: Arc<Outstanding>,
     pub(crate) subscription: String,
     /// The lease holder's id (`locked_by`).
     pub(crate) id: String,
@@ -35,8 +38,14 @@ pub(crate) struct Fetcher {
 }
 
 impl Fetcher {
-    pub(crate) fn new(client: Arc<Client>, subscription: &str, prefetch: usize) -> Self {
+    pub(crate) fn new(
+        client: Arc<Client>,
+        outstanding: Arc<Outstanding>,
+        subscription: &str,
+        prefetch: usize,
+    ) -> Self {
         Fetcher {
+            outstanding,
             client,
             subscription: subscription.to_string(),
             id: Uuid::new_v4().to_string(),

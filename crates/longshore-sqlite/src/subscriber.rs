@@ -11,13 +11,13 @@ use async_trait::async_trait;
 use futures::stream;
 use longshore_core::{
     dead_letter_topic, Acker, Capabilities, DeadLetter, Delivery, DeliveryStream, Error, Health,
-    Subscriber, Subscription, Tracked,
+    Outstanding, Subscriber, Subscription, Tracked,
 };
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::acker::SqliteAcker;
-use crate::client::Client;
+use crate::client::{finish_outstanding, Client};
 use crate::error::SqliteError;
 use crate::lease::{heartbeat, Fetcher};
 use crate::mapping::QueueRow;
@@ -33,6 +33,8 @@ struct Closed {
 /// Subscribing handle of a [`crate::SqliteBroker`].
 pub struct SqliteSubscriber {
     client: Arc<Client>,
+    /// This handle's outstanding work, within the client's: what its `close` waits for.
+    outstanding: Arc<Outstanding>,
     closed: Arc<Closed>,
 }
 
@@ -45,6 +47,7 @@ impl std::fmt::Debug for SqliteSubscriber {
 impl SqliteSubscriber {
     pub(crate) fn new(client: Arc<Client>) -> Self {
         SqliteSubscriber {
+            outstanding: Outstanding::within(&client.outstanding),
             client,
             closed: Arc::new(Closed {
                 flag: AtomicBool::new(false),
@@ -125,7 +128,7 @@ struct StreamState {
 
 /// A background fetch: the deliveries of the rows it leased, and its place in the client's
 /// outstanding work (dropped after the deliveries, so closing waits for their give-backs).
-type Ahead = JoinHandle<Result<(Vec<Delivery>, Tracked), Error>>;
+type Ahead = JoinHandle<Result<(Vec<Delivery>, Option<Tracked>), Error>>;
 
 impl Drop for StreamState {
     fn drop(&mut self) {
@@ -211,12 +214,17 @@ impl StreamState {
         }
         // A task of its own: if the stream is dropped mid-fetch, the task still finishes and
         // its deliveries, dropped unsettled, are given back at once instead of waiting out
-        // their lease. Tracked until then, so closing waits for those give-backs.
+        // their lease. Tracked until then, so closing waits for those give-backs. For a stream
+        // still open the guard goes when the fetch ends: the deliveries are the stream's
+        // buffer then, which a close does not wait for (an idle open stream would otherwise
+        // hold a close for its whole limit).
         let fetcher = fetcher.clone();
-        let tracked = fetcher.client.outstanding.track();
+        let tracked = fetcher.outstanding.track();
         self.ahead = Some(tokio::spawn(async move {
             let rows = fetcher.fetch(room).await?;
-            Ok::<_, Error>((deliveries(&fetcher, rows).await, tracked))
+            let batch = deliveries(&fetcher, rows).await;
+            let tracked = (!fetcher.stream_alive.load(Ordering::Acquire)).then_some(tracked);
+            Ok::<_, Error>((batch, tracked))
         }));
     }
 
@@ -266,6 +274,7 @@ impl Subscriber for SqliteSubscriber {
         let prefetch = usize::from(subscription.prefetch.max(1));
         let fetcher = Arc::new(Fetcher::new(
             self.client.clone(),
+            self.outstanding.clone(),
             &subscription.name,
             prefetch,
         ));
@@ -292,7 +301,7 @@ impl Subscriber for SqliteSubscriber {
     async fn close(&self) -> Result<(), Error> {
         self.closed.flag.store(true, Ordering::Release);
         self.closed.notify.notify_waiters();
-        self.client.finish_outstanding().await;
+        finish_outstanding(&self.outstanding).await;
         Ok(())
     }
 

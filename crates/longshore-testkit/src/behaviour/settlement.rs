@@ -194,3 +194,46 @@ pub async fn unsettled_at_close_come_back_at_once(f: &Fixture) {
     }
     assert_eq!(got, expected);
 }
+
+/// How long closing a broker may take when nothing is left to wait for. Adapters give up
+/// waiting for outstanding work after 5 s (with a warning); with nothing outstanding a close
+/// takes milliseconds, so this bound only fails a close that waited for work it never had.
+const PROMPT_CLOSE: Duration = Duration::from_secs(3);
+
+/// A broker closed while a stream is still open but idle (everything received and acked, the
+/// stream not yet dropped) closes at once: an open stream's own buffer is not work a close
+/// waits for. (Postgres and SQLite fetch ahead in a task; a fetch that had finished for a live
+/// stream kept its close guard until the stream dropped, so such a close waited out its whole
+/// 5-s limit and warned.)
+pub async fn close_with_an_idle_stream_is_prompt(f: &Fixture) {
+    let s = f.scene();
+    let other = f.reconnect().await;
+    let (publisher, subscriber) = (other.publisher(), other.subscriber());
+    let (topic, sub) = (s.topic("idle-close"), s.sub("idle-close"));
+    let sub = longshore_core::Subscription::new(sub, [topic.clone()]).with_prefetch(10);
+    subscriber
+        .ensure_subscription(&sub)
+        .await
+        .expect("ensure subscription");
+    const N: usize = 5;
+    publisher
+        .publish_batch(&topic, (0..N).map(message).collect())
+        .await
+        .expect("publish");
+    let mut stream = subscriber.subscribe(&sub).await.expect("subscribe");
+    for d in recv_n(&mut stream, N).await {
+        d.ack().await.expect("ack");
+    }
+    let started = std::time::Instant::now();
+    other.close().await.expect("close");
+    let took = started.elapsed();
+    println!(
+        "{}: closing with an idle stream open took {took:?}",
+        f.backend()
+    );
+    drop(stream);
+    assert!(
+        took < PROMPT_CLOSE,
+        "closing with an idle stream open took {took:?}: it waited for work the stream never had"
+    );
+}

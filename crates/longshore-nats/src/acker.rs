@@ -161,8 +161,11 @@ impl Drop for NatsAcker {
         if let Some(reply) = self.take() {
             let nats = self.ledger.client.nats.clone();
             if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                // Counted before the task runs, so the broker's `close` sends it first.
+                let tracked = self.ledger.client.outstanding.track();
                 handle.spawn(async move {
                     let _ = nats.publish(reply, Bytes::from_static(b"-NAK")).await;
+                    drop(tracked);
                 });
             }
         }

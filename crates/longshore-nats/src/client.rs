@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use async_nats::jetstream::response::Response;
 use async_nats::jetstream::{self, consumer, stream};
-use longshore_core::{Capabilities, Error};
+use longshore_core::{Capabilities, Error, Outstanding};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::sync::watch;
@@ -85,6 +85,10 @@ pub(crate) struct Client {
     link: watch::Receiver<Link>,
     /// Set by the broker's `close`: every handle refuses work afterwards.
     closed: AtomicBool,
+    /// `-NAK`s of deliveries dropped unsettled, sent from tasks: `close` waits for them
+    /// before it drains the connection, or they would be lost with it and their messages
+    /// left to `ack_wait`.
+    pub outstanding: Arc<Outstanding>,
     stream_ready: AtomicBool,
     stream_lock: tokio::sync::Mutex<()>,
 }
@@ -234,6 +238,7 @@ impl Client {
             violations,
             link,
             closed: AtomicBool::new(false),
+            outstanding: Arc::default(),
             stream_ready: AtomicBool::new(false),
             stream_lock: tokio::sync::Mutex::new(()),
         });
@@ -273,6 +278,12 @@ impl Client {
     pub(crate) async fn close(&self) {
         self.closed.store(true, Ordering::Release);
         let limit = self.config.request_timeout;
+        if !self.outstanding.finished(limit).await {
+            tracing::warn!(
+                left = self.outstanding.count(),
+                "closing with give-backs not sent; those messages come back after ack_wait"
+            );
+        }
         let _ = tokio::time::timeout(limit, self.nats.flush()).await;
         if let Err(e) = self.nats.drain().await {
             tracing::debug!(error = %e, "draining the NATS connection failed");

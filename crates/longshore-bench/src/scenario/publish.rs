@@ -6,6 +6,9 @@
 //! The raw side of publish-one and publish-batch does the same as longshore (the
 //! same-pattern rows); that of publish-concurrent and publish-stream is the raw client at its
 //! best ([`RawClient::publish_best`]), the rate a service could get from the broker.
+//! publish-concurrent has a second raw row, [`raw_same_callers`]: the raw client called by
+//! the same C tasks, each awaiting its own confirm, which tells the cost of the callers'
+//! pattern (C confirms in flight at most) from the cost of longshore.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -181,4 +184,54 @@ pub async fn raw_publish(
     let sample = t.finish(n, lat);
     env.raw.cleanup(&sub).await?;
     Ok(sample)
+}
+
+/// The raw client called as longshore's publish-concurrent calls longshore: `callers` tasks,
+/// each publishing its share one message at a time and awaiting each confirmation (at most
+/// `callers` in flight, as for longshore). With the raw client at its best in the same run, it
+/// splits a miss into what the pattern costs on this broker (Little's law: `callers` divided
+/// by a confirm's latency bounds the rate) and what longshore adds.
+pub async fn raw_same_callers(
+    env: &Env,
+    ls: &Longshore,
+    callers: usize,
+    n: usize,
+) -> crate::Result<Sample> {
+    let (sub, topic) = sub_and_topic();
+    ls.subscriber.ensure_subscription(&sub).await?;
+    env.raw.prepare(&sub).await?;
+    env.raw
+        .publish(&topic, &work::traced(work::payload_messages(1))[0])
+        .await?;
+    let shares = deal(work::traced(work::payload_messages(n)), callers);
+    let t = Timed::start();
+    let tasks: Vec<_> = shares
+        .into_iter()
+        .map(|share| tokio::spawn(raw_one_by_one(env.raw.clone(), topic.clone(), share)))
+        .collect();
+    let mut lat = Vec::with_capacity(n);
+    for task in tasks {
+        lat.extend(
+            task.await
+                .map_err(|e| format!("raw publishing task: {e}"))??,
+        );
+    }
+    let sample = t.finish(n, lat);
+    env.raw.cleanup(&sub).await?;
+    Ok(sample)
+}
+
+/// The raw client's `publish` for each message of `share` in turn; the latency of each.
+async fn raw_one_by_one(
+    raw: Arc<dyn RawClient>,
+    topic: String,
+    share: Vec<Message>,
+) -> crate::Result<Vec<u64>> {
+    let mut lat = Vec::with_capacity(share.len());
+    for m in &share {
+        let s = Instant::now();
+        raw.publish(&topic, m).await?;
+        lat.push(s.elapsed().as_micros() as u64);
+    }
+    Ok(lat)
 }

@@ -9,7 +9,7 @@ use longshore_core::Broker;
 
 use super::consume::{drain, drain_ordered, end_to_end, transport};
 use super::events::{append, fill_store, read_all, relay, PAGE};
-use super::publish::{publish, raw_publish, Pattern};
+use super::publish::{publish, raw_publish, raw_same_callers, Pattern};
 use super::side::{order, Side};
 use super::Scenario;
 use crate::backend::{close, Backend, Env};
@@ -24,6 +24,9 @@ const BARE_MEMORY: &str = "the bare memory broker, without the facade's tracing 
 const RAW_BEST: &str = "vs the raw client at its best (windowed confirms / multi-row inserts)";
 const RAW_BEST_CONSUMER: &str =
     "vs the raw consumer at its best (prefetch 1,000; Postgres: one delete per fetched batch)";
+/// The publish-concurrent variant: the raw client called by the same C tasks as longshore.
+const RAW_SAME_CALLERS: &str =
+    "vs the raw client called by the same C tasks, each awaiting its own confirm";
 /// SQLite's second pass: every scenario again with `synchronous=FULL` on both sides (the
 /// rows without it are NORMAL, the adapter's default).
 const SQLITE_FULL: &str = "synchronous=FULL on both sides";
@@ -275,6 +278,12 @@ impl Run<'_> {
             let s = raw_publish(env, self.ls, &*env.raw, Pattern::Stream, n).await?;
             samples.push_extra(RAW_BEST, s);
         }
+        if let Some(callers) = scenario.callers() {
+            // The row above compares with the raw client at its best; this one with the raw
+            // client held to the same callers' pattern.
+            let s = raw_same_callers(env, self.ls, callers, n).await?;
+            samples.push_extra(RAW_SAME_CALLERS, s);
+        }
         if env.backend == Backend::Rabbitmq
             && matches!(scenario, Scenario::PublishOne | Scenario::PublishBatch)
         {
@@ -305,6 +314,9 @@ impl Run<'_> {
             }
             if variant == RAW_BEST || variant == RAW_BEST_CONSUMER {
                 r.raw_client = format!("{}, at its best", r.raw_client);
+            }
+            if variant == RAW_SAME_CALLERS {
+                r.raw_client = self.env.backend.raw_name().to_string();
             }
             rows.push(r);
         }

@@ -108,8 +108,8 @@ impl RawClient for RawKafka {
 
     /// rdkafka's recommended pipelining: up to [`REPORT_WINDOW`] sends in flight, batched by
     /// librdkafka (`linger.ms=5`, its default batch size), under its queue limit.
-    async fn publish_best(&self, topic: &str, ms: &[Message]) -> crate::Result<()> {
-        in_window(ms, REPORT_WINDOW, |m| {
+    async fn publish_best(&self, topic: &str, ms: &[Message], most: usize) -> crate::Result<()> {
+        in_window(ms, REPORT_WINDOW.min(most).max(1), |m| {
             let report = self.enqueue(topic, m);
             async move { Ok(delivered(report?)) }
         })

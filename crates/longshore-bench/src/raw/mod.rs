@@ -82,10 +82,13 @@ pub trait RawClient: Send + Sync {
     async fn publish_batch(&self, topic: &str, ms: &[Message]) -> crate::Result<()>;
     /// Publishes `ms` the way the client's own documentation recommends for throughput (a
     /// window of confirms in flight, multi-row inserts), waiting for every confirmation: the
-    /// rate longshore's publish rows are compared with. By default: batches of
-    /// [`BEST_CHUNK`], one after another.
-    async fn publish_best(&self, topic: &str, ms: &[Message]) -> crate::Result<()> {
-        for chunk in ms.chunks(BEST_CHUNK) {
+    /// rate longshore's publish rows are compared with. Never more than `most` messages are
+    /// unconfirmed at once ([`UNBOUNDED`]: as many as the client's best window holds), so a
+    /// row can ask what the client does at its best with no more in flight than C callers
+    /// of longshore have. By default: batches of [`BEST_CHUNK`] (or `most`), one after
+    /// another.
+    async fn publish_best(&self, topic: &str, ms: &[Message], most: usize) -> crate::Result<()> {
+        for chunk in ms.chunks(BEST_CHUNK.min(most).max(1)) {
             self.publish_batch(topic, chunk).await?;
         }
         Ok(())
@@ -100,6 +103,9 @@ pub trait RawClient: Send + Sync {
 
 /// Rows per statement (SQL backends) or messages per call of a raw client's best publishing.
 pub const BEST_CHUNK: usize = 1_000;
+
+/// [`RawClient::publish_best`] without a cap of its own on messages in flight.
+pub const UNBOUNDED: usize = usize::MAX;
 
 /// Sends every message with `send` (which hands back the confirmation to wait for), keeping
 /// at most `window` confirmations in flight: the pipelining each broker client recommends.

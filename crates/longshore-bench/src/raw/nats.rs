@@ -76,8 +76,8 @@ impl RawClient for RawNats {
     }
 
     /// async-nats's recommended pipelining: up to [`ACK_WINDOW`] PubAck futures in flight.
-    async fn publish_best(&self, topic: &str, ms: &[Message]) -> crate::Result<()> {
-        in_window(ms, ACK_WINDOW, |m| async move {
+    async fn publish_best(&self, topic: &str, ms: &[Message], most: usize) -> crate::Result<()> {
+        in_window(ms, ACK_WINDOW.min(most).max(1), |m| async move {
             let ack = self.send(topic, m).await?;
             Ok(async move {
                 ack.into_future().await?;

@@ -129,10 +129,12 @@ impl RawClient for RawPg {
     }
 
     /// sqlx at its best: multi-row `INSERT … SELECT FROM unnest` of [`BEST_CHUNK`] rows,
-    /// [`BEST_STATEMENTS`] statements at once on the pool (each commits on its own).
-    async fn publish_best(&self, topic: &str, ms: &[Message]) -> crate::Result<()> {
+    /// [`BEST_STATEMENTS`] statements at once on the pool (each commits on its own); under a
+    /// cap of `most` rows in flight, statements of `most / BEST_STATEMENTS` rows.
+    async fn publish_best(&self, topic: &str, ms: &[Message], most: usize) -> crate::Result<()> {
+        let rows = (most / BEST_STATEMENTS).clamp(1, BEST_CHUNK);
         let mut in_flight = futures::stream::FuturesUnordered::new();
-        for chunk in ms.chunks(BEST_CHUNK) {
+        for chunk in ms.chunks(rows) {
             if in_flight.len() >= BEST_STATEMENTS {
                 if let Some(inserted) = in_flight.next().await {
                     inserted?;

@@ -119,8 +119,8 @@ impl RawClient for RawRabbit {
 
     /// lapin's recommended pipelining: up to [`CONFIRM_WINDOW`] confirms in flight on the one
     /// confirm channel.
-    async fn publish_best(&self, topic: &str, ms: &[Message]) -> crate::Result<()> {
-        in_window(ms, CONFIRM_WINDOW, |m| async move {
+    async fn publish_best(&self, topic: &str, ms: &[Message], most: usize) -> crate::Result<()> {
+        in_window(ms, CONFIRM_WINDOW.min(most).max(1), |m| async move {
             let confirm = self.send(topic, m).await?;
             Ok(async move { confirmed(confirm.await?) })
         })

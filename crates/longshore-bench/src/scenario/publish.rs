@@ -6,9 +6,10 @@
 //! The raw side of publish-one and publish-batch does the same as longshore (the
 //! same-pattern rows); that of publish-concurrent and publish-stream is the raw client at its
 //! best ([`RawClient::publish_best`]), the rate a service could get from the broker.
-//! publish-concurrent has a second raw row, [`raw_same_callers`]: the raw client called by
-//! the same C tasks, each awaiting its own confirm, which tells the cost of the callers'
-//! pattern (C confirms in flight at most) from the cost of longshore.
+//! publish-concurrent has two more raw rows: [`raw_same_callers`], the raw client called by
+//! the same C tasks, each awaiting its own confirm, and [`raw_best_within`], the raw client
+//! at its best with no more than C messages unconfirmed at once. They tell the cost of C
+//! callers' pattern (at most C in flight: Little's law) from the cost of longshore.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -19,7 +20,7 @@ use longshore_core::{Message, Publisher};
 use super::side::{batches, fresh_if_memory, sub_and_topic, Side};
 use crate::backend::{close, Backend, Env};
 use crate::measure::{Sample, Timed};
-use crate::raw::RawClient;
+use crate::raw::{RawClient, UNBOUNDED};
 use crate::work::{self, BATCH};
 
 /// How one side publishes a round's messages.
@@ -152,11 +153,7 @@ pub async fn raw_publish(
     pattern: Pattern,
     n: usize,
 ) -> crate::Result<Sample> {
-    let (sub, topic) = sub_and_topic();
-    ls.subscriber.ensure_subscription(&sub).await?;
-    env.raw.prepare(&sub).await?;
-    raw.publish(&topic, &work::traced(work::payload_messages(1))[0])
-        .await?;
+    let (sub, topic) = raw_ready(env, ls, raw).await?;
     let msgs = work::traced(work::payload_messages(n));
     let mut lat = Vec::new();
     let t = Timed::start();
@@ -177,7 +174,7 @@ pub async fn raw_publish(
         }
         Pattern::Concurrent(_) | Pattern::Stream => {
             let s = Instant::now();
-            raw.publish_best(&topic, &msgs).await?;
+            raw.publish_best(&topic, &msgs, UNBOUNDED).await?;
             lat.push(s.elapsed().as_micros() as u64);
         }
     }
@@ -197,12 +194,7 @@ pub async fn raw_same_callers(
     callers: usize,
     n: usize,
 ) -> crate::Result<Sample> {
-    let (sub, topic) = sub_and_topic();
-    ls.subscriber.ensure_subscription(&sub).await?;
-    env.raw.prepare(&sub).await?;
-    env.raw
-        .publish(&topic, &work::traced(work::payload_messages(1))[0])
-        .await?;
+    let (sub, topic) = raw_ready(env, ls, &*env.raw).await?;
     let shares = deal(work::traced(work::payload_messages(n)), callers);
     let t = Timed::start();
     let tasks: Vec<_> = shares
@@ -234,4 +226,38 @@ async fn raw_one_by_one(
         lat.push(s.elapsed().as_micros() as u64);
     }
     Ok(lat)
+}
+
+/// The raw client at its best ([`RawClient::publish_best`]) with at most `callers` messages
+/// unconfirmed at once: what the broker gives any client holding as many in flight as
+/// `callers` one-at-a-time publishers do.
+pub async fn raw_best_within(
+    env: &Env,
+    ls: &Longshore,
+    callers: usize,
+    n: usize,
+) -> crate::Result<Sample> {
+    let (sub, topic) = raw_ready(env, ls, &*env.raw).await?;
+    let msgs = work::traced(work::payload_messages(n));
+    let t = Timed::start();
+    let s = Instant::now();
+    env.raw.publish_best(&topic, &msgs, callers).await?;
+    let sample = t.finish(n, vec![s.elapsed().as_micros() as u64]);
+    env.raw.cleanup(&sub).await?;
+    Ok(sample)
+}
+
+/// A fresh subscription (declared by longshore, prepared for `raw`) and its topic, with one
+/// message published by `raw` outside the timing (connection, topic metadata).
+async fn raw_ready(
+    env: &Env,
+    ls: &Longshore,
+    raw: &dyn RawClient,
+) -> crate::Result<(longshore_core::Subscription, String)> {
+    let (sub, topic) = sub_and_topic();
+    ls.subscriber.ensure_subscription(&sub).await?;
+    env.raw.prepare(&sub).await?;
+    raw.publish(&topic, &work::traced(work::payload_messages(1))[0])
+        .await?;
+    Ok((sub, topic))
 }

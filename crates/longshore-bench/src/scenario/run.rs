@@ -9,7 +9,7 @@ use longshore_core::Broker;
 
 use super::consume::{drain, drain_ordered, end_to_end, transport};
 use super::events::{append, fill_store, read_all, relay, PAGE};
-use super::publish::{publish, raw_publish, raw_same_callers, Pattern};
+use super::publish::{publish, raw_best_within, raw_publish, raw_same_callers, Pattern};
 use super::side::{order, Side};
 use super::Scenario;
 use crate::backend::{close, Backend, Env};
@@ -27,6 +27,8 @@ const RAW_BEST_CONSUMER: &str =
 /// The publish-concurrent variant: the raw client called by the same C tasks as longshore.
 const RAW_SAME_CALLERS: &str =
     "vs the raw client called by the same C tasks, each awaiting its own confirm";
+/// The other publish-concurrent variant: the raw client at its best, held to C in flight.
+const RAW_BEST_WITHIN: &str = "vs the raw client at its best with at most C unconfirmed";
 /// SQLite's second pass: every scenario again with `synchronous=FULL` on both sides (the
 /// rows without it are NORMAL, the adapter's default).
 const SQLITE_FULL: &str = "synchronous=FULL on both sides";
@@ -283,6 +285,8 @@ impl Run<'_> {
             // client held to the same callers' pattern.
             let s = raw_same_callers(env, self.ls, callers, n).await?;
             samples.push_extra(RAW_SAME_CALLERS, s);
+            let s = raw_best_within(env, self.ls, callers, n).await?;
+            samples.push_extra(RAW_BEST_WITHIN, s);
         }
         if env.backend == Backend::Rabbitmq
             && matches!(scenario, Scenario::PublishOne | Scenario::PublishBatch)
@@ -312,6 +316,7 @@ impl Run<'_> {
             if variant == BARE_MEMORY {
                 r.raw_client = "MemoryBroker".to_string();
             }
+            // (RAW_BEST_WITHIN's scenario is already against the best: labelled by `row`.)
             if variant == RAW_BEST || variant == RAW_BEST_CONSUMER {
                 r.raw_client = format!("{}, at its best", r.raw_client);
             }

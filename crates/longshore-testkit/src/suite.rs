@@ -104,6 +104,7 @@ macro_rules! __broker_scenarios {
                 redelivery_counts_attempts,
                 dropped_consumer_then_new_one_gets_everything,
                 unsettled_at_close_come_back_at_once,
+                buffered_at_close_come_back_at_once,
                 close_with_an_idle_stream_is_prompt,
             ]
             lifecycle_conformance: lifecycle [

@@ -17,6 +17,8 @@ longshore_testkit::conformance!(MemoryBroker, "memory://", skip: [
         "memory:// lives in one process: a second connection is a new, empty broker",
     unsettled_at_close_come_back_at_once =>
         "memory:// lives in one process: a second connection is a new, empty broker",
+    buffered_at_close_come_back_at_once =>
+        "memory:// lives in one process: a second connection is a new, empty broker",
 ]);
 
 /// Each call makes a new broker, so every store starts empty.

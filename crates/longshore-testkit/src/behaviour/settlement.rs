@@ -159,8 +159,22 @@ const GIVEN_BACK: Duration = Duration::from_secs(15);
 /// receives every one soon after. (Postgres and SQLite give a dropped delivery back from a
 /// task, JetStream with a NAK: `close` must wait for those.)
 pub async fn unsettled_at_close_come_back_at_once(f: &Fixture) {
+    given_back_at_close(f, "given-back", 20).await;
+}
+
+/// Like [`unsettled_at_close_come_back_at_once`], with only half of the messages handed out
+/// when the stream is dropped: the rest were fetched (pulled, prefetched, buffered) but not
+/// handed out, and must come back at once too, not after their lease or `ack_wait`.
+pub async fn buffered_at_close_come_back_at_once(f: &Fixture) {
+    given_back_at_close(f, "buffered-back", 10).await;
+}
+
+/// Publishes 20 messages, takes `take` of them on a second connection with a prefetch of 20,
+/// drops the stream and what it took, closes that connection, and expects all 20 on the
+/// first connection within [`GIVEN_BACK`].
+async fn given_back_at_close(f: &Fixture, name: &str, take: usize) {
     let s = f.scene();
-    let (topic, sub) = s.ensured("given-back").await;
+    let (topic, sub) = s.ensured(name).await;
     const N: usize = 20;
     let batch: Vec<Message> = (0..N).map(message).collect();
     let expected = ids_of(&batch);
@@ -171,7 +185,7 @@ pub async fn unsettled_at_close_come_back_at_once(f: &Fixture) {
         .subscribe(&sub.clone().with_prefetch(N as u16))
         .await
         .expect("subscribe");
-    let held = recv_n(&mut stream, N).await;
+    let held = recv_n(&mut stream, take).await;
     drop(stream);
     drop(held);
     other.close().await.expect("close");

@@ -126,8 +126,9 @@ struct StreamState {
     ahead: Option<Ahead>,
 }
 
-/// A background fetch: the deliveries of the rows it leased, and its place in the client's
-/// outstanding work (dropped after the deliveries, so closing waits for their give-backs).
+/// A background fetch: the deliveries of the rows it leased, and, if the stream was dropped
+/// before the fetch ended, its place in the handle's outstanding work (dropped after the
+/// deliveries, so closing waits for their give-backs; `None` for a stream still open).
 type Ahead = JoinHandle<Result<(Vec<Delivery>, Option<Tracked>), Error>>;
 
 impl Drop for StreamState {

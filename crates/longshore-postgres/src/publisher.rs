@@ -24,6 +24,12 @@ use crate::BACKEND;
 /// of a `publish_batch`.
 const GROUP_MAX_ROWS: usize = 1_000;
 
+/// Shared writes of concurrent `publish` calls at once, at most (and at most half the pool).
+/// More writes at once carry fewer rows each and contend in the server: with 512 callers on
+/// the test machine, 1 to 3 writes at once reached 54,000–55,000 msg/s, 5 reached 36,000 and
+/// 10 reached 30,000 (BENCHMARKS.md, "Concurrent publishers …").
+const GROUP_WRITERS: usize = 2;
+
 /// Publishing handle of a [`crate::PgBroker`]: `Ok` means the rows are committed.
 pub struct PgPublisher {
     client: Arc<Client>,
@@ -40,8 +46,11 @@ impl std::fmt::Debug for PgPublisher {
 
 impl PgPublisher {
     pub(crate) fn new(client: Arc<Client>) -> Self {
-        // Half the pool for shared writes: the rest stays free for consumers and the store.
-        let flushers = (client.config.max_connections as usize / 2).max(1);
+        // At most half the pool for shared writes: the rest stays free for consumers and the
+        // store.
+        let flushers = GROUP_WRITERS
+            .min(client.config.max_connections as usize / 2)
+            .max(1);
         PgPublisher {
             group: GroupCommit::new(BACKEND, flushers, GROUP_MAX_ROWS),
             client,

@@ -25,9 +25,10 @@ use crate::BACKEND;
 const GROUP_MAX_ROWS: usize = 1_000;
 
 /// Shared writes of concurrent `publish` calls at once, at most (and at most half the pool).
-/// More writes at once carry fewer rows each and contend in the server: with 512 callers on
-/// the test machine, 1 to 3 writes at once reached 54,000–55,000 msg/s, 5 reached 36,000 and
-/// 10 reached 30,000 (BENCHMARKS.md, "Concurrent publishers …").
+/// More writes at once carry fewer rows each, and commits that notify wait for each other in
+/// the server: with 512 callers on the test machine, 1 to 3 writes at once reached
+/// 54,000–55,000 msg/s, 5 reached 36,000 and 10 reached 30,000 (BENCHMARKS.md, "Concurrent
+/// publishers …" and "Postgres at 512 callers").
 const GROUP_WRITERS: usize = 2;
 
 /// Publishing handle of a [`crate::PgBroker`]: `Ok` means the rows are committed.

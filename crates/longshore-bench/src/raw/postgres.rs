@@ -130,12 +130,14 @@ impl RawClient for RawPg {
 
     /// sqlx at its best: multi-row `INSERT … SELECT FROM unnest` of [`BEST_CHUNK`] rows,
     /// [`BEST_STATEMENTS`] statements at once on the pool (each commits on its own); under a
-    /// cap of `most` rows in flight, statements of `most / BEST_STATEMENTS` rows.
+    /// cap of `most` rows in flight, statements of `most / BEST_STATEMENTS` rows, and fewer
+    /// statements at once when `most` is below [`BEST_STATEMENTS`].
     async fn publish_best(&self, topic: &str, ms: &[Message], most: usize) -> crate::Result<()> {
-        let rows = (most / BEST_STATEMENTS).clamp(1, BEST_CHUNK);
+        let statements = BEST_STATEMENTS.min(most).max(1);
+        let rows = (most / statements).clamp(1, BEST_CHUNK);
         let mut in_flight = futures::stream::FuturesUnordered::new();
         for chunk in ms.chunks(rows) {
-            if in_flight.len() >= BEST_STATEMENTS {
+            if in_flight.len() >= statements {
                 if let Some(inserted) = in_flight.next().await {
                     inserted?;
                 }

@@ -257,6 +257,15 @@ pub fn targets(rows: &[Row]) -> Vec<String> {
             verdict(x >= 1_000_000.0)
         ));
     }
+    // #17: through the consumer runtime (typed handler, decoding, ack).
+    if let Some(r) = find(rows, "end-to-end", "memory") {
+        let x = r.longshore.as_ref().map_or(0.0, |s| s.rate);
+        out.push(format!(
+            "memory end to end through the runtime ≥ 1,000,000 msg/s: {} msg/s — {}",
+            rate(x),
+            verdict(x >= 1_000_000.0)
+        ));
+    }
     for r in rows
         .iter()
         .filter(|r| r.scenario == "drain-backlog" && r.variant.is_none())

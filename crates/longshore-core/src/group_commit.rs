@@ -8,10 +8,17 @@
 //! go, then tells each caller its own outcome. A caller alone pays one task hop; callers that
 //! arrive while a write is in progress ride on the next one. Nothing is held across the
 //! caller's wait but its place in the queue.
+//!
+//! With more than one permit, a write takes only its share of the items queued or being
+//! written (their number divided by the permits). Taking everything left the other permits nothing to
+//! write: every caller was in the one write, so writes ran one at a time and the client's
+//! work never overlapped the server's (BENCHMARKS.md, "Postgres at 512 callers"). With one
+//! permit the share is every caller, so a single writer still takes all that is queued.
 
 use std::collections::VecDeque;
 use std::future::Future;
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::{oneshot, Semaphore};
 
@@ -28,6 +35,10 @@ pub struct GroupCommit<T> {
     backend: &'static str,
     queue: Mutex<VecDeque<Waiting<T>>>,
     flushers: Semaphore,
+    /// The number of permits `flushers` was made with.
+    writers: usize,
+    /// Items queued or being written: counted when queued, uncounted once answered.
+    pending: Arc<AtomicUsize>,
     max_batch: usize,
 }
 
@@ -43,10 +54,13 @@ impl<T> std::fmt::Debug for GroupCommit<T> {
 impl<T: Send + 'static> GroupCommit<T> {
     /// At most `flushers` writes at once, each of at most `max_batch` items (both at least 1).
     pub fn new(backend: &'static str, flushers: usize, max_batch: usize) -> Self {
+        let writers = flushers.max(1);
         GroupCommit {
             backend,
             queue: Mutex::new(VecDeque::new()),
-            flushers: Semaphore::new(flushers.max(1)),
+            flushers: Semaphore::new(writers),
+            writers,
+            pending: Arc::default(),
             max_batch: max_batch.max(1),
         }
     }
@@ -61,6 +75,7 @@ impl<T: Send + 'static> GroupCommit<T> {
         Fut: Future<Output = Vec<Result<(), Error>>> + Send + 'static,
     {
         let (done, mut outcome) = oneshot::channel();
+        self.pending.fetch_add(1, Ordering::AcqRel);
         self.lock().push_back(Waiting { item, done });
         loop {
             let permit = tokio::select! {
@@ -70,7 +85,7 @@ impl<T: Send + 'static> GroupCommit<T> {
             };
             let batch = {
                 let mut queue = self.lock();
-                let n = queue.len().min(self.max_batch);
+                let n = queue.len().min(self.share());
                 queue.drain(..n).collect::<Vec<_>>()
             };
             if batch.is_empty() {
@@ -81,8 +96,10 @@ impl<T: Send + 'static> GroupCommit<T> {
             let (items, dones): (Vec<T>, Vec<_>) =
                 batch.into_iter().map(|w| (w.item, w.done)).unzip();
             let write = flush(items);
+            let answered = Answered(self.pending.clone(), dones.len());
             let task = tokio::spawn(async move {
                 let results = write.await;
+                drop(answered);
                 for (done, result) in dones.into_iter().zip(results) {
                     let _ = done.send(result);
                 }
@@ -91,6 +108,15 @@ impl<T: Send + 'static> GroupCommit<T> {
             let _ = task.await;
             drop(permit);
         }
+    }
+
+    /// The most one write takes: the items queued or being written, divided among the
+    /// permits, so every permit has a batch of its own (at least 1, at most `max_batch`).
+    fn share(&self) -> usize {
+        self.pending
+            .load(Ordering::Acquire)
+            .div_ceil(self.writers)
+            .clamp(1, self.max_batch)
     }
 
     fn received(
@@ -112,6 +138,15 @@ impl<T: Send + 'static> GroupCommit<T> {
     }
 }
 
+/// Uncounts a write's items from `pending` when dropped: when the write ends, or panics.
+struct Answered(Arc<AtomicUsize>, usize);
+
+impl Drop for Answered {
+    fn drop(&mut self) {
+        self.0.fetch_sub(self.1, Ordering::AcqRel);
+    }
+}
+
 /// The runs of one topic in a gathered batch, in order, each with its messages: what a SQL
 /// adapter writes as one statement each.
 pub fn topic_runs(items: &[(String, Message)]) -> Vec<(&str, Vec<&Message>)> {
@@ -127,8 +162,6 @@ pub fn topic_runs(items: &[(String, Message)]) -> Vec<(&str, Vec<&Message>)> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
     use super::*;
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,6 +192,50 @@ mod tests {
             let result = c.await.expect("caller");
             assert_eq!(result.is_err(), i % 7 == 0, "caller {i}: {result:?}");
         }
+    }
+
+    /// The sizes of the writes that `callers` concurrent callers of a group with `writers`
+    /// permits made, on one thread (so the order of events repeats from run to run).
+    async fn write_sizes(writers: usize, callers: usize) -> Vec<usize> {
+        let group = Arc::new(GroupCommit::<usize>::new("test", writers, 1_000));
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let mut tasks = Vec::new();
+        for i in 0..callers {
+            let (group, sizes) = (group.clone(), sizes.clone());
+            tasks.push(tokio::spawn(async move {
+                group
+                    .submit(i, |items: Vec<usize>| {
+                        sizes.lock().expect("sizes").push(items.len());
+                        async move {
+                            tokio::task::yield_now().await;
+                            items.iter().map(|_| Ok(())).collect()
+                        }
+                    })
+                    .await
+            }));
+        }
+        for task in tasks {
+            task.await.expect("caller").expect("written");
+        }
+        let sizes = sizes.lock().expect("sizes").clone();
+        assert_eq!(sizes.iter().sum::<usize>(), callers, "{sizes:?}");
+        sizes
+    }
+
+    #[tokio::test]
+    async fn with_two_writers_a_write_takes_half_of_what_is_pending() {
+        // The first two callers each write alone; the other 98 queue meanwhile. Taking all
+        // of them in the next write would leave the second permit nothing to write.
+        let sizes = write_sizes(2, 100).await;
+        assert!(sizes.iter().all(|&n| n <= 50), "{sizes:?}");
+        // …and shares are taken whole, not item by item.
+        assert!(sizes.len() <= 6, "{sizes:?}");
+    }
+
+    #[tokio::test]
+    async fn a_single_writer_takes_everything_queued() {
+        let sizes = write_sizes(1, 100).await;
+        assert_eq!(sizes, [1, 99]);
     }
 
     #[test]

@@ -51,10 +51,14 @@ impl PgStore {
         // A claim is only a lease: its commit need not wait for the WAL flush (a claim lost in
         // a server crash leaves the rows unclaimed, as an expired lease would), which saves
         // one fsync per relay pass; `mark_sent` stays synchronous.
+        // No JIT for the claim: once the server caches its generic plan (after five runs on
+        // a connection), that plan's estimated cost can pass `jit_above_cost`, and compiling
+        // it cost 130-200 ms per pass against ~2 ms for the claim itself (BENCHMARKS.md,
+        // "The relay's claim and JIT").
         let mut tx = state.pool.begin().await?;
         sqlx::query::<Postgres>(
             "SELECT pg_advisory_xact_lock(hashtextextended($1, 0)), \
-             set_config('synchronous_commit', 'off', true)",
+             set_config('synchronous_commit', 'off', true), set_config('jit', 'off', true)",
         )
         .bind(&state.claim_lock)
         .execute(&mut *tx)

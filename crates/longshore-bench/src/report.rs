@@ -248,23 +248,26 @@ pub fn targets(rows: &[Row]) -> Vec<String> {
             verdict(x >= 10.0)
         ));
     }
-    // Judged at the transport level: end to end adds the consumer runtime and JSON decoding.
-    if let Some(r) = find(rows, "transport", "memory") {
-        let x = r.longshore.as_ref().map_or(0.0, |s| s.rate);
-        out.push(format!(
-            "memory publish → consume ≥ 1,000,000 msg/s (transport): {} msg/s — {}",
-            rate(x),
-            verdict(x >= 1_000_000.0)
-        ));
-    }
-    // #17: through the consumer runtime (typed handler, decoding, ack).
-    if let Some(r) = find(rows, "end-to-end", "memory") {
-        let x = r.longshore.as_ref().map_or(0.0, |s| s.rate);
-        out.push(format!(
-            "memory end to end through the runtime ≥ 1,000,000 msg/s: {} msg/s — {}",
-            rate(x),
-            verdict(x >= 1_000_000.0)
-        ));
+    // The memory backend's 1M msg/s: #8 judged it at the transport level (no runtime, no
+    // decoding); #17 through the consumer runtime (typed handler, decoding, ack).
+    for (scenario, what) in [
+        (
+            "transport",
+            "memory publish → consume ≥ 1,000,000 msg/s (transport)",
+        ),
+        (
+            "end-to-end",
+            "memory end to end through the runtime ≥ 1,000,000 msg/s",
+        ),
+    ] {
+        if let Some(r) = find(rows, scenario, "memory") {
+            let x = r.longshore.as_ref().map_or(0.0, |s| s.rate);
+            out.push(format!(
+                "{what}: {} msg/s — {}",
+                rate(x),
+                verdict(x >= 1_000_000.0)
+            ));
+        }
     }
     for r in rows
         .iter()

@@ -10,10 +10,11 @@
 //! caller's wait but its place in the queue.
 //!
 //! With more than one permit, a write takes only its share of the items queued or being
-//! written (their number divided by the permits). Taking everything left the other permits nothing to
-//! write: every caller was in the one write, so writes ran one at a time and the client's
-//! work never overlapped the server's (BENCHMARKS.md, "Postgres at 512 callers"). With one
-//! permit the share is every caller, so a single writer still takes all that is queued.
+//! written: their number divided by the permits. Taking everything left the other permits
+//! nothing to write: every caller was in the one write, so writes ran one at a time and the
+//! client's work never overlapped the server's (BENCHMARKS.md, "Postgres at 512 callers").
+//! With one permit the share is everything pending, so a single writer still takes all that
+//! is queued.
 
 use std::collections::VecDeque;
 use std::future::Future;

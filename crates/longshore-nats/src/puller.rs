@@ -68,6 +68,10 @@ pub(crate) async fn open(
     )))
 }
 
+/// How often a dropped consumer's drain checks whether the client is closing (while no
+/// message arrives).
+const DRAIN_CHECK: Duration = Duration::from_millis(50);
+
 /// One consumer's pull requests and the messages they bring.
 struct Puller {
     ledger: Arc<Ledger>,
@@ -287,6 +291,13 @@ impl Puller {
 
     /// Stops consuming: messages already on their way to this consumer (pulled but not
     /// handed out) are nacked so others get them at once.
+    ///
+    /// The task is counted as the client's outstanding work, so the broker's `close` waits for
+    /// it: uncounted, a close right after dropping the stream drained the connection before
+    /// the nacks were sent, and those messages waited out `ack_wait` (the conformance
+    /// scenario `buffered_at_close_come_back_at_once` caught it). Once the client is closing,
+    /// the task nacks what has arrived and stops instead of waiting for the requests to
+    /// expire, so `close` waits at most one [`DRAIN_CHECK`] more.
     fn drain(&mut self) {
         let Some(mut sub) = self.sub.take() else {
             return;
@@ -299,17 +310,30 @@ impl Puller {
             .unwrap_or_else(Instant::now)
             .max(Instant::now() + Duration::from_millis(200));
         self.requests.clear();
-        let nats = self.ledger.client.nats.clone();
+        let client = self.ledger.client.clone();
         let Ok(handle) = tokio::runtime::Handle::try_current() else {
             return;
         };
+        let tracked = client.outstanding.track();
         handle.spawn(async move {
-            while let Ok(Some(m)) = tokio::time::timeout_at(until, sub.next()).await {
-                if let Some(reply) = m.reply.filter(|r| r.starts_with("$JS.ACK.")) {
-                    let _ = nats.publish(reply, Bytes::from_static(b"-NAK")).await;
+            loop {
+                let step = (Instant::now() + DRAIN_CHECK).min(until);
+                match tokio::time::timeout_at(step, sub.next()).await {
+                    Ok(Some(m)) => {
+                        if let Some(reply) = m.reply.filter(|r| r.starts_with("$JS.ACK.")) {
+                            let _ = client
+                                .nats
+                                .publish(reply, Bytes::from_static(b"-NAK"))
+                                .await;
+                        }
+                    }
+                    Ok(None) => break,
+                    Err(_) if Instant::now() >= until || client.is_closed() => break,
+                    Err(_) => {}
                 }
             }
             let _ = sub.unsubscribe().await;
+            drop(tracked);
         });
     }
 }

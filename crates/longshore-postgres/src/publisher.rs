@@ -29,7 +29,8 @@ const GROUP_MAX_ROWS: usize = 1_000;
 /// the server: with 512 callers on the test machine, 1 to 3 writes at once reached
 /// 54,000–55,000 msg/s, 5 reached 36,000 and 10 reached 30,000 (BENCHMARKS.md, "Concurrent
 /// publishers …" and "Postgres at 512 callers"). Each write takes its share of the callers
-/// (`GroupCommit`), so the writes run side by side.
+/// (`GroupCommit`), so the writes run side by side; with shares, 4 writes at once were still
+/// slower than 2 (BENCHMARKS.md, "Group commit: each write takes its share").
 const GROUP_WRITERS: usize = 2;
 
 /// Publishing handle of a [`crate::PgBroker`]: `Ok` means the rows are committed.
